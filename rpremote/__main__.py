@@ -1,0 +1,3 @@
+from rpremote.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The `rpremote` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from . import platform as rp
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rpremote serve",
+        description="Run the local RunPod Serverless endpoint emulator. It hosts any `runpod` "
+        "worker: give each endpoint with --endpoint NAME followed by its own options "
+        "(--worker-cmd, --workers-min, ...). --endpoint may be repeated.",
+    )
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--api-key", default=None,
+                   help="key clients must send (default: $RPREMOTE_API_KEY, else generated "
+                        "and stored 0600 in the state directory)")
+    p.add_argument("--state", type=Path, default=None,
+                   help="directory of the job store, key and worker logs; reuse it to resume")
+    t = p.add_argument_group("timings (mostly for tests)")
+    t.add_argument("--take-hold", type=float, default=20.0, help="job-take long-poll, s")
+    t.add_argument("--stop-hold", type=float, default=20.0, help="job-stop long-poll, s")
+    t.add_argument("--stream-hold", type=float, default=3.0, help="/stream long-poll, s")
+    t.add_argument("--ping-interval", type=int, default=2000, help="worker heartbeat, ms (>=1000)")
+    t.add_argument("--lost-after", type=float, default=30.0,
+                   help="heartbeat silence after which a worker is lost, s")
+    t.add_argument("--stop-grace", type=float, default=10.0,
+                   help="a worker still running a stopped job after this long is refreshed, s")
+    t.add_argument("--retention-run", type=float, default=rp.RETENTION_RUN_S,
+                   help="result retention of /run jobs, s")
+    t.add_argument("--retention-sync", type=float, default=rp.RETENTION_RUNSYNC_S,
+                   help="result retention of /runsync jobs, s")
+    t.add_argument("--webhook-retry-delay", type=float, default=rp.WEBHOOK_RETRY_DELAY_S,
+                   help="delay between webhook attempts, s")
+    return p
+
+
+def _endpoint_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rpremote serve ... --endpoint NAME", add_help=False)
+    p.add_argument("name")
+    p.add_argument("--worker-cmd", default=None,
+                   help='command that starts one worker, e.g. "python handler.py"')
+    p.add_argument("--workers-min", type=int, default=rp.WORKERS_MIN_DEFAULT)
+    p.add_argument("--workers-max", type=int, default=rp.WORKERS_MAX_DEFAULT)
+    p.add_argument("--idle-timeout", type=int, default=rp.IDLE_TIMEOUT_DEFAULT_S, help="seconds")
+    p.add_argument("--scaler", choices=rp.SCALER_TYPES, default=rp.SCALER_QUEUE_DELAY)
+    p.add_argument("--scaler-value", type=float, default=rp.SCALER_VALUE_DEFAULT)
+    p.add_argument("--execution-timeout", type=int, default=rp.EXECUTION_TIMEOUT_DEFAULT_MS,
+                   help="default policy.executionTimeout, ms")
+    p.add_argument("--gpu", default="CPU", help="label passed to workers as ?gpu=")
+    p.add_argument("--cwd", default=None, help="working directory of the workers")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="environment variable for the workers (repeatable)")
+    return p
+
+
+def _split_endpoints(argv: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Global options come first; each --endpoint starts a group of its own options."""
+    groups: list[list[str]] = []
+    head: list[str] = []
+    for arg in argv:
+        if arg == "--endpoint":
+            groups.append([])
+        elif arg.startswith("--endpoint="):
+            groups.append([arg.split("=", 1)[1]])
+        elif groups:
+            groups[-1].append(arg)
+        else:
+            head.append(arg)
+    return head, groups
+
+
+def serve_main(argv: list[str]) -> int:
+    from .local.config import EmulatorTimings, EndpointSpec
+    from .local.serve import ServeError, serve
+    from .paths import data_dir
+
+    head, groups = _split_endpoints(argv)
+    args = _serve_parser().parse_args(head)
+    specs = []
+    for group in groups:
+        ep_parser = _endpoint_parser()
+        if not group or group[0].startswith("-"):
+            ep_parser.error("--endpoint needs a NAME")
+        e = ep_parser.parse_args(group)
+        env = {}
+        for kv in e.env:
+            if "=" not in kv:
+                ep_parser.error(f"--env {kv!r}: expected K=V")
+            k, v = kv.split("=", 1)
+            env[k] = v
+        try:
+            specs.append(EndpointSpec(
+                id=e.name, workerCmd=e.worker_cmd, env=env, cwd=e.cwd, gpu=e.gpu,
+                workersMin=e.workers_min, workersMax=e.workers_max, idleTimeout=e.idle_timeout,
+                scalerType=e.scaler, scalerValue=e.scaler_value,
+                executionTimeoutMs=e.execution_timeout,
+            ))
+        except ValueError as err:
+            print(f"rpremote serve: endpoint {e.name}: {err}", file=sys.stderr)
+            return 2
+    timings = EmulatorTimings(
+        take_hold_s=args.take_hold, stop_hold_s=args.stop_hold, stream_hold_s=args.stream_hold,
+        ping_interval_ms=args.ping_interval, lost_after_s=args.lost_after,
+        stop_grace_s=args.stop_grace, retention_run_s=args.retention_run,
+        retention_sync_s=args.retention_sync, webhook_retry_delay_s=args.webhook_retry_delay,
+    )
+    try:
+        return serve(
+            host=args.host or "127.0.0.1", port=args.port,
+            state_dir=args.state or data_dir() / "emulator", api_key=args.api_key,
+            endpoints=specs, timings=timings, explicit_host=args.host is not None,
+        )
+    except ServeError as err:
+        print(f"rpremote serve: {err}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        return serve_main(argv[1:])
+    if argv and argv[0] in ("--version", "-V"):
+        print(f"rpremote {__version__}")
+        return 0
+    print(
+        "usage: rpremote serve [options] [--endpoint NAME --worker-cmd CMD ...]\n"
+        "       rpremote --version\n\n"
+        "Run `rpremote serve --help` for the emulator's options.",
+        file=sys.stderr,
+    )
+    return 2

@@ -1,0 +1,150 @@
+"""Start the emulator: bind the port, open the store, run uvicorn, leave a state file behind.
+
+The state file (``server.json`` in the state directory, mode 0600) says where a running
+emulator is: its URL, pid and the file holding its key. It is removed on a clean exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+
+from .. import __version__
+from .app import create_app
+from .config import EmulatorTimings, EndpointSpec
+from .engine import Engine
+from .keys import resolve_api_key, write_private
+from .store import Store
+
+STATE_FILE = "server.json"
+
+
+class ServeError(Exception):
+    """The emulator cannot start; the message says why and what to do."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {port} on {host} is already in use (another `rpremote serve`?); "
+                "stop it or pick another port with --port (--port 0 picks a free one)"
+            ) from None
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but a shutdown signal first answers the held long-polls."""
+
+    engine: Engine
+
+    def handle_exit(self, sig, frame) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(self.engine.begin_close)
+        super().handle_exit(sig, frame)
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+
+def serve(
+    host: str,
+    port: int,
+    state_dir: Path,
+    api_key: str | None,
+    endpoints: list[EndpointSpec],
+    timings: EmulatorTimings,
+    explicit_host: bool = False,
+    out=sys.stdout,
+) -> int:
+    if not is_loopback(host):
+        if not explicit_host:
+            raise ServeError(f"refusing to listen on non-loopback {host} without --host")
+        if not (api_key or os.environ.get("RPREMOTE_API_KEY")):
+            raise ServeError(
+                f"refusing to listen on {host}, reachable from other machines, without a key you "
+                "chose: pass --api-key or set RPREMOTE_API_KEY"
+            )
+    state_dir = state_dir.expanduser().resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key, key_source = resolve_api_key(api_key, state_dir)
+    sock = bind_socket(host, port)
+    port = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{port}"
+    worker_base = url if is_loopback(host) else f"http://127.0.0.1:{port}"
+
+    store = Store(state_dir / "emulator.sqlite3")
+    engine = Engine(store, timings, state_dir, worker_base, worker_token=secrets.token_urlsafe(24))
+    for spec in endpoints:
+        engine.put_endpoint(spec)
+
+    state_path = state_dir / STATE_FILE
+    write_private(state_path, json.dumps({
+        "url": url, "pid": os.getpid(), "version": __version__,
+        "key_file": str(state_dir / "api_key") if key_source.endswith(("(stored)", "(generated)")) else None,
+        "started_at": time.time(),
+    }))
+
+    def remove_state_file() -> None:
+        try:
+            if json.loads(state_path.read_text()).get("pid") == os.getpid():
+                state_path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    print(f"rpremote emulator {__version__} listening on {url}", file=out)
+    print(f"  RunPod API base: {url}/v2   (RUNPOD_ENDPOINT_BASE_URL for the runpod client)", file=out)
+    print(f"  API key: {key_source}", file=out)
+    print(f"  state: {state_dir}", file=out)
+    for ep in engine.endpoints.values():
+        s = ep.spec
+        who = f"`{s.workerCmd}`" if s.workerCmd else "external workers only"
+        print(f"  endpoint {s.id}: {s.workersMin}-{s.workersMax} workers of {who}, "
+              f"{s.scalerType} {s.scalerValue:g}, idle timeout {s.idleTimeout} s", file=out)
+    out.flush()
+
+    logging.basicConfig(level=logging.INFO, format="[rpremote] %(message)s")
+    app = create_app(engine, key, on_shutdown=remove_state_file)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+    )
+    server = _Server(config)
+    server.engine = engine
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remove_state_file()
+        store.close()
+    return 0

@@ -1,0 +1,177 @@
+"""Worker processes of one endpoint: start them with the SDK's environment, stop them, reap them.
+
+The supervisor only manages processes. When to start or stop one is the scaler's decision
+(``scaler.py``); what a worker is doing is the engine's record (``engine.Worker``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from .config import EmulatorTimings, EndpointSpec
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_worker_id() -> str:
+    """A worker id in RunPod's shape: 14 lowercase letters and digits."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(14))
+
+
+def worker_urls(base_url: str, endpoint: str, gpu: str) -> dict[str, str]:
+    """The four URL templates a `runpod` worker reads at import (worker protocol §1.3).
+
+    They keep a query string (the SDK appends ``&...`` blindly) and ``/job-take/`` (the batch
+    and stop URLs are derived from it by string replacement).
+    """
+    root = f"{base_url}/v2/{endpoint}"
+    query = f"?gpu={quote(gpu)}"
+    return {
+        "RUNPOD_WEBHOOK_GET_JOB": f"{root}/job-take/$ID{query}",
+        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{root}/job-done/$RUNPOD_POD_ID/$ID{query}",
+        "RUNPOD_WEBHOOK_POST_STREAM": f"{root}/job-stream/$RUNPOD_POD_ID/$ID{query}",
+        "RUNPOD_WEBHOOK_PING": f"{root}/ping/$RUNPOD_POD_ID{query}",
+    }
+
+
+@dataclass
+class WorkerProcess:
+    worker_id: str
+    proc: subprocess.Popen
+    log_path: Path
+    started_at: float = field(default_factory=time.time)
+    retiring_since: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Supervisor:
+    def __init__(
+        self,
+        spec: EndpointSpec,
+        base_url: str,
+        worker_token: str,
+        state_dir: Path,
+        timings: EmulatorTimings,
+    ):
+        self.spec = spec
+        self.base_url = base_url
+        self.worker_token = worker_token
+        self.timings = timings
+        self.home = state_dir / "worker-home"
+        self.log_dir = state_dir / "logs" / spec.id
+        self.procs: dict[str, WorkerProcess] = {}
+
+    def worker_env(self, worker_id: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+        # `python` in a worker command means the emulator's own interpreter (its venv).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(self.spec.env)
+        env.update(worker_urls(self.base_url, self.spec.id, self.spec.gpu))
+        env.update(
+            RUNPOD_AI_API_KEY=self.worker_token,
+            RUNPOD_POD_ID=worker_id,
+            RUNPOD_POD_HOSTNAME=f"{worker_id}-local",
+            RUNPOD_ENDPOINT_ID=self.spec.id,
+            RUNPOD_PING_INTERVAL=str(max(1000, self.timings.ping_interval_ms)),
+            RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
+            RUNPOD_SKIP_GPU_CHECK="true",
+            RUNPOD_LOG_LEVEL=env.get("RPREMOTE_WORKER_LOG_LEVEL", "WARN"),
+            # A clean HOME: the SDK prefers ~/.runpod/config.toml's key over ours.
+            HOME=str(self.home),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def spawn(self) -> WorkerProcess:
+        assert self.spec.workerCmd
+        worker_id = new_worker_id()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{worker_id}.log"
+        cmd = [
+            sys.executable, "-m", "rpremote.local.reaper",
+            str(self.timings.worker_term_grace_s), "--", *shlex.split(self.spec.workerCmd),
+        ]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                env=self.worker_env(worker_id),
+                cwd=self.spec.cwd or None,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C at the emulator's terminal is the emulator's
+            )
+        wp = WorkerProcess(worker_id, proc, log_path)
+        self.procs[worker_id] = wp
+        return wp
+
+    def retire(self, worker_id: str) -> None:
+        """Ask a worker to stop (SIGTERM to its reaper, which escalates after the grace)."""
+        wp = self.procs.get(worker_id)
+        if wp is None or wp.retiring_since is not None:
+            return
+        wp.retiring_since = time.time()
+        _signal(wp.proc, signal.SIGTERM)
+
+    def reap(self) -> list[tuple[WorkerProcess, int]]:
+        """Workers whose process has exited since the last call, with the exit code."""
+        gone = []
+        now = time.time()
+        for wid, wp in list(self.procs.items()):
+            code = wp.proc.poll()
+            if code is None:
+                # A reaper that ignores SIGTERM for too long is killed outright.
+                if wp.retiring_since and now - wp.retiring_since > 3 * self.timings.worker_term_grace_s:
+                    _signal(wp.proc, signal.SIGKILL)
+                continue
+            del self.procs[wid]
+            gone.append((wp, code))
+        return gone
+
+    def stop_all(self, timeout: float) -> None:
+        for wid in list(self.procs):
+            self.retire(wid)
+        deadline = time.time() + timeout
+        for wp in list(self.procs.values()):
+            try:
+                wp.proc.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                _signal(wp.proc, signal.SIGKILL)
+                wp.proc.wait()
+        self.procs.clear()
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def describe_exit(code: int) -> str:
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            return f"exit code {code}"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"exit code {code}"
+    return f"exit code {code}"
