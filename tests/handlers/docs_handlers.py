@@ -49,7 +49,9 @@ async def handler(job):
         return {"survived": True}
     if mode == "refresh":
         return {"answer": 42, "refresh_worker": True}
-    if mode == "count":
+    if mode == "count":  # records each execution, so a test can prove exactly-once
+        with open(os.path.join(job_input["dir"], f"{os.getpid()}.txt"), "a") as f:
+            f.write(job["id"] + "\n")
         return {"n": job_input["n"], "worker": os.environ.get("RUNPOD_POD_ID")}
     raise ValueError(f"unknown mode {mode}")
 

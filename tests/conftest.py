@@ -1,0 +1,129 @@
+"""Shared fixtures: a real `rpremote serve` process on 127.0.0.1, stopped by its PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+HANDLERS = Path(__file__).parent / "handlers"
+FAST = [
+    "--take-hold", "2", "--stop-hold", "2", "--stream-hold", "1",
+    "--ping-interval", "1000", "--lost-after", "6", "--stop-grace", "3",
+]
+
+
+def handler_cmd(name: str) -> str:
+    return f"{sys.executable} {HANDLERS / name}"
+
+
+@dataclass
+class Emulator:
+    proc: subprocess.Popen
+    state: Path
+    url: str
+    key: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"},
+            timeout=kw.pop("timeout", 60), **kw,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_emulator(state: Path, *args: str, fast: bool = True, env: dict | None = None) -> Emulator:
+    state.mkdir(parents=True, exist_ok=True)
+    server_json = state / "server.json"
+    if server_json.exists():
+        server_json.unlink()
+    log = state / f"serve-{time.time_ns()}.log"
+    cmd = [sys.executable, "-m", "rpremote", "serve", "--port", "0", "--state", str(state),
+           *(FAST if fast else []), *args]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+    deadline = time.time() + 30
+    while not server_json.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"emulator did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    info = json.loads(server_json.read_text())
+    key = (state / "api_key").read_text().strip()
+    emu = Emulator(proc, state, info["url"], key, log)
+    with emu.client() as c:  # wait until it answers
+        while True:
+            try:
+                c.get("/rpremote/v1/info").raise_for_status()
+                break
+            except httpx.TransportError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+    return emu
+
+
+@pytest.fixture
+def emulator_factory(tmp_path):
+    started: list[Emulator] = []
+
+    def factory(*args: str, state: Path | None = None, **kw) -> Emulator:
+        emu = start_emulator(state or tmp_path / "state", *args, **kw)
+        started.append(emu)
+        return emu
+
+    yield factory
+    for emu in started:
+        emu.stop()
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_status(client: httpx.Client, ep: str, job_id: str, states, timeout: float = 30) -> dict:
+    states = {states} if isinstance(states, str) else set(states)
+    last = {}
+
+    def check():
+        nonlocal last
+        last = client.get(f"/v2/{ep}/status/{job_id}").json()
+        return last if last.get("status") in states else None
+
+    try:
+        return wait_for(check, timeout, what=f"job {job_id} in {states}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last status: {last}") from None
