@@ -75,7 +75,7 @@ def start_emulator(state: Path, *args: str, fast: bool = True, env: dict | None 
             raise RuntimeError(f"emulator did not start:\n{log.read_text()}")
         time.sleep(0.05)
     info = json.loads(server_json.read_text())
-    key = (state / "api_key").read_text().strip()
+    key = args[args.index("--api-key") + 1] if "--api-key" in args else (state / "api_key").read_text().strip()
     emu = Emulator(proc, state, info["url"], key, log)
     with emu.client() as c:  # wait until it answers
         while True:

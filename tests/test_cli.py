@@ -1,0 +1,85 @@
+"""`rpremote serve` as a user meets it: output, key handling, refusals."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+from conftest import start_emulator
+
+
+def serve(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "rpremote", "serve", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_banner_names_url_and_key_source_but_never_the_key(emulator_factory):
+    emu = emulator_factory("--endpoint", "e1", "--endpoint", "e2")
+    out = emu.output()
+    assert f"listening on {emu.url}" in out
+    assert f"{emu.url}/v2" in out
+    assert "api_key (generated)" in out
+    assert emu.key not in out
+    mode = stat.S_IMODE(os.stat(emu.state / "api_key").st_mode)
+    assert mode == 0o600
+    with emu.client() as c:
+        assert sorted(c.get("/rpremote/v1/info").json()["endpoints"]) == ["e1", "e2"]
+
+
+def test_key_is_reused_from_the_state_dir_and_can_be_given(emulator_factory, tmp_path):
+    emu = emulator_factory(state=tmp_path / "s")
+    first = emu.key
+    emu.stop()
+    emu = emulator_factory(state=tmp_path / "s")
+    assert emu.key == first and "(stored)" in emu.output()
+    emu.stop()
+    emu = emulator_factory("--api-key", "my-chosen-key", state=tmp_path / "t")
+    with emu.client() as c:
+        c.headers["Authorization"] = "Bearer my-chosen-key"
+        assert c.get("/rpremote/v1/info").status_code == 200
+
+
+def test_second_serve_on_a_taken_port_fails(emulator_factory, tmp_path):
+    emu = emulator_factory()
+    port = emu.url.rsplit(":", 1)[1]
+    r = serve("--port", port, "--state", str(tmp_path / "other"))
+    assert r.returncode != 0
+    assert f"port {port}" in r.stderr and "already in use" in r.stderr
+
+
+def test_non_loopback_needs_explicit_host_and_a_chosen_key(tmp_path):
+    r = serve("--host", "0.0.0.0", "--port", "0", "--state", str(tmp_path))
+    assert r.returncode == 2
+    assert "--api-key" in r.stderr and "RPREMOTE_API_KEY" in r.stderr
+
+
+def test_bad_endpoint_settings_are_refused_before_starting(tmp_path):
+    r = serve("--state", str(tmp_path), "--endpoint", "Bad_Name")
+    assert r.returncode == 2 and "lowercase" in r.stderr
+    r = serve("--state", str(tmp_path), "--endpoint", "ok", "--workers-min", "3", "--workers-max", "1")
+    assert r.returncode == 2 and "workersMin <= workersMax" in r.stderr
+
+
+def test_endpoints_can_be_managed_at_runtime(emulator_factory):
+    emu = emulator_factory()
+    with emu.client() as c:
+        r = c.post("/rpremote/v1/endpoints", json={"id": "dyn", "workersMax": 0})
+        assert r.status_code == 200 and r.json()["workersMax"] == 0
+        r = c.post("/rpremote/v1/endpoints", json={"id": "dyn", "idleTimeout": 0})
+        assert r.status_code == 400 and "idleTimeout" in r.json()["error"]
+        job = c.post("/v2/dyn/run", json={"input": {}}).json()
+        assert c.delete("/rpremote/v1/endpoints/dyn").status_code == 200
+        assert c.get(f"/v2/dyn/status/{job['id']}").status_code == 404
+
+
+def test_state_is_resumed_including_endpoints(emulator_factory, tmp_path):
+    emu = emulator_factory(state=tmp_path / "r")
+    with emu.client() as c:
+        c.put("/rpremote/v1/endpoints/kept", json={"workersMax": 0})
+        job = c.post("/v2/kept/run", json={"input": {"a": 1}}).json()
+    emu.stop()
+    emu = emulator_factory(state=tmp_path / "r")
+    with emu.client() as c:
+        assert c.get(f"/v2/kept/status/{job['id']}").json()["status"] == "IN_QUEUE"
