@@ -209,3 +209,15 @@ def test_webhook_is_posted_and_retried(c):
         assert body == c.get(f"/v2/docs/status/{job['id']}").json()
     finally:
         server.shutdown()
+
+
+def test_cancel_right_after_pickup_still_reaches_the_handler(c, tmp_path):
+    """The SDK drops a stop that lands before the job became a task; the emulator re-sends it."""
+    for i in range(5):
+        marker = tmp_path / f"stopped-{i}"
+        job = c.post("/v2/docs/run", json={
+            "input": {"mode": "sleep", "seconds": 60, "cancel_marker": str(marker)}}).json()
+        wait_for(lambda: c.get(f"/v2/docs/status/{job['id']}").json()["status"] == "IN_PROGRESS",
+                 interval=0.002, what="pickup")
+        assert c.post(f"/v2/docs/cancel/{job['id']}").json()["status"] == "CANCELLED"
+        wait_for(marker.exists, timeout=15, what=f"handler {i} to see CancelledError")

@@ -74,6 +74,7 @@ class Worker:
     last_ping: float = 0.0
     stops: dict[str, float] = field(default_factory=dict)   # job id -> when stop was pushed
     stop_queue: list[str] = field(default_factory=list)
+    stop_sent: dict[str, float] = field(default_factory=dict)  # job id -> last delivery
     stop_signal: Signal = field(default_factory=Signal)
 
     @property
@@ -429,6 +430,9 @@ class Engine:
                 break
             await w.stop_signal.wait(remaining)
         ids, w.stop_queue = w.stop_queue, []
+        sent = time.time()
+        for job_id in ids:
+            w.stop_sent[job_id] = sent
         return ids
 
     def job_done(self, endpoint_id: str, worker_id: str, job_id: str, raw: bytes) -> None:
@@ -482,7 +486,6 @@ class Engine:
         self.store.update(
             job.id, status=status, finished_at=now, output=output, error=error,
             exec_deadline=None, delete_at=min(job.ttl_at, now + retention),
-            started_at=job.started_at if job.started_at is not None or status != rp.CANCELLED else None,
         )
         w = self.workers.get(job.worker_id or "")
         if w is not None and job.id in w.jobs:
@@ -574,16 +577,23 @@ class Engine:
                 )
                 continue
             for job_id, pushed in list(w.stops.items()):
-                if w.last_ping <= pushed + 0.5:
+                if w.last_ping <= pushed + 0.5:  # no heartbeat since the stop was sent
                     if now - pushed > self.timings.stop_grace_s + self.timings.lost_after_s:
                         del w.stops[job_id]
                     continue
                 if job_id not in w.ping_jobs:
                     del w.stops[job_id]  # the worker let go of it
+                    w.stop_sent.pop(job_id, None)
                 elif now - pushed > self.timings.stop_grace_s:
                     log.warning("worker %s ignores the stop of job %s; refreshing it", w.id, job_id)
                     del w.stops[job_id]
                     self._retire(w.id)
+                elif job_id not in w.stop_queue and now - w.stop_sent.get(job_id, 0) > 1.0:
+                    # The SDK drops a stop that arrives before the job became a task in the
+                    # worker; its heartbeat still lists the job, so say it again.
+                    log.info("re-sending the stop of job %s to worker %s", job_id, w.id)
+                    w.stop_queue.append(job_id)
+                    w.stop_signal.notify()
 
     def _reap(self, ep: EndpointState, now: float) -> None:
         if not ep.supervisor:

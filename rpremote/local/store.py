@@ -211,9 +211,6 @@ class Store:
         self.db.executemany("DELETE FROM chunks WHERE job_id=?", ids)
         self.db.execute("COMMIT")
 
-    def set_status_many(self, job_ids: list[str], status: str) -> None:
-        self.db.executemany("UPDATE jobs SET status=? WHERE id=?", [(status, i) for i in job_ids])
-
     # -- stream chunks ------------------------------------------------------------------------
 
     def add_chunk(self, job_id: str, data: str) -> None:
