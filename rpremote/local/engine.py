@@ -77,6 +77,10 @@ class Worker:
     stop_sent: dict[str, float] = field(default_factory=dict)  # job id -> last delivery
     stop_signal: Signal = field(default_factory=Signal)
 
+    def forget_stop(self, job_id: str) -> None:
+        self.stops.pop(job_id, None)
+        self.stop_sent.pop(job_id, None)
+
     @property
     def state(self) -> str:
         if self.unhealthy:
@@ -497,18 +501,19 @@ class Engine:
             finished = self.store.get(job.id)
             self.webhooks.send(job.webhook, finished.status_body())
 
-    def _stop_on_worker(self, job: Job) -> None:
-        w = self.workers.get(job.worker_id or "")
+    def _stop_on_worker(self, worker_id: str | None, job_id: str) -> None:
+        w = self.workers.get(worker_id or "")
         if w is not None:
-            w.stop_queue.append(job.id)
-            w.stops[job.id] = time.time()
+            w.jobs.discard(job_id)
+            w.stop_queue.append(job_id)
+            w.stops[job_id] = time.time()
             w.stop_signal.notify()
 
     def _cancel(self, job: Job) -> None:
         running = job.status == rp.IN_PROGRESS
         self._finish(job, rp.CANCELLED)
         if running:
-            self._stop_on_worker(job)
+            self._stop_on_worker(job.worker_id, job.id)
 
     def _retire(self, worker_id: str) -> None:
         w = self.workers.get(worker_id)
@@ -545,17 +550,12 @@ class Engine:
                 error=f"execution timeout: the job ran longer than {job.exec_timeout_ms} ms "
                 "(policy.executionTimeout)",
             )
-            self._stop_on_worker(job)
+            self._stop_on_worker(job.worker_id, job.id)
         expired = self.store.expired(now)
         if expired:
             for job_id, status, worker_id in expired:
                 if status == rp.IN_PROGRESS:  # TTL ends a running job too
-                    w = self.workers.get(worker_id or "")
-                    if w:
-                        w.jobs.discard(job_id)
-                        w.stop_queue.append(job_id)
-                        w.stops[job_id] = now
-                        w.stop_signal.notify()
+                    self._stop_on_worker(worker_id, job_id)
             self.store.delete([e[0] for e in expired])
             for job_id, _, _ in expired:
                 self._job_signal(job_id).notify()
@@ -579,14 +579,13 @@ class Engine:
             for job_id, pushed in list(w.stops.items()):
                 if w.last_ping <= pushed + 0.5:  # no heartbeat since the stop was sent
                     if now - pushed > self.timings.stop_grace_s + self.timings.lost_after_s:
-                        del w.stops[job_id]
+                        w.forget_stop(job_id)
                     continue
                 if job_id not in w.ping_jobs:
-                    del w.stops[job_id]  # the worker let go of it
-                    w.stop_sent.pop(job_id, None)
+                    w.forget_stop(job_id)  # the worker let go of it
                 elif now - pushed > self.timings.stop_grace_s:
                     log.warning("worker %s ignores the stop of job %s; refreshing it", w.id, job_id)
-                    del w.stops[job_id]
+                    w.forget_stop(job_id)
                     self._retire(w.id)
                 elif job_id not in w.stop_queue and now - w.stop_sent.get(job_id, 0) > 1.0:
                     # The SDK drops a stop that arrives before the job became a task in the
@@ -620,7 +619,7 @@ class Engine:
         mine = [self.workers[w] for w in sup.procs if w in self.workers]
         live = [w for w in mine if not w.draining]
         initializing = [w for w in live if not w.ready]
-        in_queue, in_progress = self.store.count_active(spec.id, include_low_priority=False)
+        in_queue, in_progress = self.store.scaling_demand(spec.id)
         if spec.scalerType == rp.SCALER_REQUEST_COUNT:
             target = math.ceil((in_queue + in_progress) / spec.scalerValue)
         else:
@@ -628,7 +627,7 @@ class Engine:
             if in_queue and not live:
                 target = 1
             elif in_queue and not initializing:
-                oldest = self.store.oldest_queued(spec.id, include_low_priority=False)
+                oldest = self.store.oldest_waiting(spec.id)
                 idle = [w for w in live if w.ready and not w.jobs]
                 if oldest is not None and now - oldest > spec.scalerValue and not idle:
                     target = len(live) + 1

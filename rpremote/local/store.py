@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -157,11 +156,12 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    def oldest_queued(self, endpoint: str, include_low_priority: bool) -> float | None:
-        sql = "SELECT MIN(created_at) FROM jobs WHERE endpoint=? AND status=?"
-        if not include_low_priority:
-            sql += " AND low_priority=0"
-        return self.db.execute(sql, (endpoint, rp.IN_QUEUE)).fetchone()[0]
+    def oldest_waiting(self, endpoint: str) -> float | None:
+        """Submit time of the oldest queued job that may trigger a scale-up (not lowPriority)."""
+        return self.db.execute(
+            "SELECT MIN(created_at) FROM jobs WHERE endpoint=? AND status=? AND low_priority=0",
+            (endpoint, rp.IN_QUEUE),
+        ).fetchone()[0]
 
     def counts(self, endpoint: str) -> dict[str, int]:
         rows = self.db.execute(
@@ -174,15 +174,13 @@ class Store:
         counts["retried"] = retried
         return counts
 
-    def count_active(self, endpoint: str, include_low_priority: bool = True) -> tuple[int, int]:
-        """(in queue, in progress) for the scaler."""
-        sql = "SELECT status, COUNT(*) FROM jobs WHERE endpoint=? AND status IN (?, ?)"
-        if not include_low_priority:
-            sql += " AND (low_priority=0 OR status=?)"
-            args: tuple = (endpoint, rp.IN_QUEUE, rp.IN_PROGRESS, rp.IN_PROGRESS)
-        else:
-            args = (endpoint, rp.IN_QUEUE, rp.IN_PROGRESS)
-        counts = dict(self.db.execute(sql + " GROUP BY status", args).fetchall())
+    def scaling_demand(self, endpoint: str) -> tuple[int, int]:
+        """(queued jobs that may trigger a scale-up, jobs in progress) for the scaler."""
+        counts = dict(self.db.execute(
+            "SELECT status, COUNT(*) FROM jobs WHERE endpoint=? AND "
+            "((status=? AND low_priority=0) OR status=?) GROUP BY status",
+            (endpoint, rp.IN_QUEUE, rp.IN_PROGRESS),
+        ).fetchall())
         return counts.get(rp.IN_QUEUE, 0), counts.get(rp.IN_PROGRESS, 0)
 
     def in_progress(self, worker_id: str | None = None) -> list[Job]:
@@ -243,7 +241,3 @@ class Store:
 
     def endpoints(self) -> dict[str, dict[str, Any]]:
         return {i: json.loads(s) for i, s in self.db.execute("SELECT id, spec FROM endpoints")}
-
-
-def now() -> float:
-    return time.time()
