@@ -1,8 +1,23 @@
 """rpremote: run Python on RunPod GPUs from a notebook or a script.
 
-This module stays light: it must not import runpod, torch, ipywidgets or jupyter_server.
+This module stays light: it must not import runpod, torch, ipywidgets, jupyter_server or
+httpx (the HTTP side loads on the first remote call).
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .api import RemoteFunction, remote  # noqa: E402
+from .config import configure  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError, JobCancelled, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
+    RemoteSystemExit, RemoteTraceback, ResultPicklingError, RpremoteError, SignatureError,
+    TargetNotAvailable, UnpicklableError, VersionMismatch, WorkerLost,
+)
+
+__all__ = [
+    "remote", "RemoteFunction", "configure",
+    "RpremoteError", "ConfigError", "TargetNotAvailable", "UnpicklableError", "SignatureError",
+    "VersionMismatch", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
+    "RemoteKeyboardInterrupt", "ResultPicklingError", "WorkerLost", "JobFailed", "JobTimeout",
+    "JobCancelled", "__version__",
+]

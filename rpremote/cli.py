@@ -24,6 +24,9 @@ def _serve_parser() -> argparse.ArgumentParser:
                         "and stored 0600 in the state directory)")
     p.add_argument("--state", type=Path, default=None,
                    help="directory of the job store, key and worker logs; reuse it to resume")
+    p.add_argument("--idle-shutdown", type=float, default=None, metavar="SECONDS",
+                   help="exit after this long without client requests or jobs "
+                        "(the server rpremote starts on its own uses this)")
     t = p.add_argument_group("timings (mostly for tests)")
     t.add_argument("--take-hold", type=float, default=20.0, help="job-take long-poll, s")
     t.add_argument("--stop-hold", type=float, default=20.0, help="job-stop long-poll, s")
@@ -117,6 +120,7 @@ def serve_main(argv: list[str]) -> int:
             host=args.host or "127.0.0.1", port=args.port,
             state_dir=args.state or data_dir() / "emulator", api_key=args.api_key,
             endpoints=specs, timings=timings, explicit_host=args.host is not None,
+            idle_shutdown_s=args.idle_shutdown,
         )
     except ServeError as err:
         print(f"rpremote serve: {err}", file=sys.stderr)

@@ -7,6 +7,8 @@ at the place that uses it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Job states (§1.5). RUNNING is listed by the docs but every response uses IN_PROGRESS.
 IN_QUEUE = "IN_QUEUE"
 IN_PROGRESS = "IN_PROGRESS"
@@ -56,3 +58,117 @@ SCALER_VALUE_DEFAULT = 4
 
 # The SDK version the worker protocol was checked against (runpod-worker-protocol.md).
 RUNPOD_SDK_VERSION = "1.12.0"
+
+
+# GPU pools, GPU types and their Serverless prices (§3.4, §3.5, §6.1).
+# A pool is what the platform schedules on; a type is one card model. `gpu="ADA_24"` picks a pool,
+# `gpu="NVIDIA GeForce RTX 4090"` a type; either way the price is the pool's (§6.1 prices pools).
+
+@dataclass(frozen=True)
+class GpuPool:
+    """A Serverless GPU pool (§3.4). ``vram_gb`` is a floor: some members have more (§3.5)."""
+
+    id: str
+    vram_gb: int
+    gpu_types: tuple[str, ...]
+    flex_usd_per_s: float | None
+    active_usd_per_s: float | None
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """A long-form GPU type ID (§3.5). ``pool`` is None when no serverless pool lists the type."""
+
+    id: str
+    display: str
+    vram_gb: int | None
+    pool: str | None
+
+
+_POOLS = (
+    # Platform pool table (§3.4) with the §6.1 per-second prices (flex, active).
+    # CONFLICT (§3.4): NEWDOCS' Flash page puts L4 in ADA_24 and A4500 in AMPERE_24; we follow the
+    # platform table and Flash's own source: L4 in AMPERE_24, A4500 in AMPERE_16.
+    GpuPool("AMPERE_16", 16, ("NVIDIA RTX A4000", "NVIDIA RTX A4500",
+                              "NVIDIA RTX 4000 Ada Generation", "NVIDIA RTX 2000 Ada Generation"),
+            0.00016, 0.00011),
+    GpuPool("AMPERE_24", 24, ("NVIDIA L4", "NVIDIA RTX A5000", "NVIDIA GeForce RTX 3090"),
+            0.00019, 0.00013),
+    GpuPool("ADA_24", 24, ("NVIDIA GeForce RTX 4090",), 0.00031, 0.00021),
+    GpuPool("AMPERE_48", 48, ("NVIDIA RTX A6000", "NVIDIA A40"), 0.00034, 0.00024),
+    GpuPool("ADA_48_PRO", 48, ("NVIDIA L40", "NVIDIA L40S", "NVIDIA RTX 6000 Ada Generation"),
+            0.00053, 0.00037),
+    GpuPool("AMPERE_80", 80, ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB"), 0.00076, 0.00060),
+    # H100 (Hopper, despite the name). Flash maps only the HBM3 card; its docstring adds PCIe, NVL.
+    GpuPool("ADA_80_PRO", 80, ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL"),
+            0.00116, 0.00093),
+    GpuPool("HOPPER_141", 141, ("NVIDIA H200",), 0.00155, 0.00124),
+    # Flash-only pools (§3.4), not in the platform docs' pool table. The RTX 5090 price is not
+    # documented (§6.1). The two Blackwell prices are INFERRED: §6.1 matches the "6000s PRO"
+    # and "B200" rows to these pools only with a "?" (the 6000s active price: not documented).
+    GpuPool("ADA_32_PRO", 32, ("NVIDIA GeForce RTX 5090",), None, None),
+    GpuPool("BLACKWELL_96", 96, ("NVIDIA RTX PRO 6000 Blackwell Server Edition",
+                                 "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+                                 "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"),
+            0.00111, None),
+    GpuPool("BLACKWELL_180", 180, ("NVIDIA B200",), 0.00240, 0.00190),
+    # Flash's "any" pool is left out on purpose: whether the platform accepts it is not documented.
+)
+GPU_POOLS: dict[str, GpuPool] = {p.id: p for p in _POOLS}
+
+_TYPES = (
+    # (type ID, display, VRAM GB) from the §3.5 table.
+    ("AMD Instinct MI300X OAM", "MI300X", 192),
+    ("NVIDIA A100 80GB PCIe", "A100 PCIe", 80),
+    ("NVIDIA A100-SXM4-80GB", "A100 SXM", 80),
+    ("NVIDIA A30", "A30", 24),
+    ("NVIDIA A40", "A40", 48),
+    ("NVIDIA B200", "B200", 180),
+    ("NVIDIA GeForce RTX 3070", "RTX 3070", 8),
+    ("NVIDIA GeForce RTX 3080", "RTX 3080", 10),
+    ("NVIDIA GeForce RTX 3080 Ti", "RTX 3080 Ti", 12),
+    ("NVIDIA GeForce RTX 3090", "RTX 3090", 24),
+    ("NVIDIA GeForce RTX 3090 Ti", "RTX 3090 Ti", 24),
+    ("NVIDIA GeForce RTX 4070 Ti", "RTX 4070 Ti", 12),
+    ("NVIDIA GeForce RTX 4080", "RTX 4080", 16),
+    ("NVIDIA GeForce RTX 4080 SUPER", "RTX 4080 SUPER", 16),
+    ("NVIDIA GeForce RTX 4090", "RTX 4090", 24),
+    ("NVIDIA GeForce RTX 5080", "RTX 5080", 16),
+    ("NVIDIA GeForce RTX 5090", "RTX 5090", 32),
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 80),
+    ("NVIDIA H100 NVL", "H100 NVL", 94),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 80),
+    ("NVIDIA H200", "H200 SXM", 141),
+    ("NVIDIA L4", "L4", 24),
+    ("NVIDIA L40", "L40", 48),
+    ("NVIDIA L40S", "L40S", 48),
+    ("NVIDIA RTX 2000 Ada Generation", "RTX 2000 Ada", 16),
+    ("NVIDIA RTX 4000 Ada Generation", "RTX 4000 Ada", 20),
+    ("NVIDIA RTX 4000 SFF Ada Generation", "RTX 4000 Ada SFF", 20),
+    ("NVIDIA RTX 5000 Ada Generation", "RTX 5000 Ada", 32),
+    ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada", 48),
+    ("NVIDIA RTX A2000", "RTX A2000", 6),
+    ("NVIDIA RTX A4000", "RTX A4000", 16),
+    ("NVIDIA RTX A4500", "RTX A4500", 20),
+    ("NVIDIA RTX A5000", "RTX A5000", 24),
+    ("NVIDIA RTX A6000", "RTX A6000", 48),
+    ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "RTX PRO 6000 Server", 96),
+    ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "RTX PRO 6000 Workstation", 96),
+    ("Tesla V100-FHHL-16GB", "V100 FHHL", 16),
+    ("Tesla V100-PCIE-16GB", "Tesla V100", 16),
+    ("Tesla V100-SXM2-16GB", "V100 SXM2", 16),
+    ("Tesla V100-SXM2-32GB", "V100 SXM2 32GB", 32),
+    # Accepted by OAS1's enum but not in the table (§3.5 notes): VRAM not documented, and the
+    # display names are ours. The double-space IDs ("NVIDIA  RTX A4500", "NVIDIA  A30") are skipped.
+    ("NVIDIA H200 NVL", "H200 NVL", None),
+    ("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", "RTX PRO 6000 Max-Q", None),
+    ("NVIDIA A5000 Ada", "A5000 Ada", None),
+    ("Tesla V100-PCIE-32GB", "Tesla V100 32GB", None),
+    ("Tesla T4", "T4", None),
+    ("NVIDIA RTX A30", "RTX A30", None),
+    ("NVIDIA GeForce RTX 3080TI", "RTX 3080TI", None),
+)
+_POOL_OF_TYPE = {t: p.id for p in _POOLS for t in p.gpu_types}
+GPU_TYPES: dict[str, GpuType] = {
+    tid: GpuType(tid, display, vram, _POOL_OF_TYPE.get(tid)) for tid, display, vram in _TYPES
+}

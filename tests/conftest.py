@@ -127,3 +127,70 @@ def wait_status(client: httpx.Client, ep: str, job_id: str, states, timeout: flo
         return wait_for(check, timeout, what=f"job {job_id} in {states}")
     except AssertionError as e:
         raise AssertionError(f"{e}; last status: {last}") from None
+
+
+def stop_pid(pid: int, timeout: float = 20) -> None:
+    """Stop a server we started, by its PID: SIGTERM, then SIGKILL after ``timeout``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_autostarted(home: Path) -> None:
+    """Stop the emulator rpremote started on its own under ``home`` (found by its state file)."""
+    state = home / "emulator" / "server.json"
+    if state.exists():
+        stop_pid(json.loads(state.read_text())["pid"])
+
+
+@pytest.fixture(scope="session")
+def rpremote_home(tmp_path_factory):
+    """An RPREMOTE_HOME of our own for the session; its auto-started emulator is stopped at the end."""
+    from rpremote import config
+    from rpremote.client import targets
+
+    home = tmp_path_factory.mktemp("rpremote-home")
+    old = os.environ.get("RPREMOTE_HOME")
+    os.environ["RPREMOTE_HOME"] = str(home)
+    targets.forget()
+    config.reset()
+    yield home
+    targets.forget()
+    stop_autostarted(home)
+    if old is None:
+        os.environ.pop("RPREMOTE_HOME", None)
+    else:
+        os.environ["RPREMOTE_HOME"] = old
+
+
+class RecordingReporter:
+    """Records what a job reports, with arrival times, instead of printing it."""
+
+    def __init__(self):
+        self.logs: list[tuple[float, str, str]] = []
+        self.statuses: list[tuple[str, str | None]] = []
+        self.finished_with: str | None = None
+
+    def status(self, job, status, worker):
+        self.statuses.append((status, worker))
+
+    def log(self, job, stream, text):
+        self.logs.append((time.monotonic(), stream, text))
+
+    def finished(self, job, status):
+        self.finished_with = status
+
+    def text(self, stream: str | None = None) -> str:
+        return "".join(t for _, s, t in self.logs if stream in (None, s))

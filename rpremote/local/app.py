@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import time
 from contextlib import asynccontextmanager
 from typing import Any, Awaitable, Callable
 
@@ -36,6 +37,7 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
 
     def client_route(handler: Callable[..., Awaitable[Response]]):
         async def endpoint(request: Request) -> Response:
+            engine.last_client_request = time.monotonic()
             if not authorized(request, api_key):
                 return _error(401, "401 Unauthorized: send 'Authorization: Bearer <key>' with the "
                                    "emulator's API key (see `rpremote serve` output for where it is)")
@@ -137,7 +139,7 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
         })
 
     async def list_endpoints(request: Request) -> Response:
-        return JSONResponse([ep.spec.to_dict() for ep in engine.endpoints.values()])
+        return JSONResponse([_shown(ep.spec) for ep in engine.endpoints.values()])
 
     async def put_endpoint(request: Request) -> Response:
         body = await _read_json(request, 1024 * 1024, "endpoint spec")
@@ -150,11 +152,11 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
         except (TypeError, ValueError) as e:
             raise ApiError(400, f"bad endpoint spec: {e}") from None
         engine.put_endpoint(spec)
-        return JSONResponse(spec.to_dict())
+        return JSONResponse(_shown(spec))
 
     async def get_endpoint(request: Request) -> Response:
         ep = engine.endpoint(request.path_params["ep"])
-        return JSONResponse({**ep.spec.to_dict(), "workers": engine.worker_list(ep.spec.id)})
+        return JSONResponse({**_shown(ep.spec), "workers": engine.worker_list(ep.spec.id)})
 
     async def delete_endpoint(request: Request) -> Response:
         engine.delete_endpoint(request.path_params["ep"])
@@ -210,6 +212,17 @@ async def _guard(handler: Callable[[Request], Awaitable[Response]], request: Req
         return await handler(request)
     except ApiError as e:
         return _error(e.status, e.message)
+
+
+_SECRET_WORDS = ("SECRET", "KEY", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
+
+
+def _shown(spec: EndpointSpec) -> dict[str, Any]:
+    """An endpoint spec as the admin API shows it: env values that look secret are masked."""
+    data = spec.to_dict()
+    data["env"] = {k: ("***" if any(w in k.upper() for w in _SECRET_WORDS) else v)
+                   for k, v in data["env"].items()}
+    return data
 
 
 def _error(status: int, message: str) -> Response:

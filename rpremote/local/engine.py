@@ -131,6 +131,7 @@ class Engine:
         self.webhooks = Webhooks(timings.webhook_retry_delay_s)
         self.deleted: dict[str, EndpointState] = {}
         self.closing = False
+        self.last_client_request = time.monotonic()
         self._housekeeper: asyncio.Task | None = None
         for spec in self.store.endpoints().values():
             self.put_endpoint(EndpointSpec.from_dict(spec), persist=False)
@@ -140,6 +141,13 @@ class Engine:
     async def start(self) -> None:
         self._recover_after_restart()
         self._housekeeper = asyncio.create_task(self._housekeeping())
+
+    def idle_for(self) -> float:
+        """Seconds since the last client request, or 0 while any job is queued or running."""
+        if self.store.active_count():
+            self.last_client_request = time.monotonic()
+            return 0.0
+        return time.monotonic() - self.last_client_request
 
     def begin_close(self) -> None:
         """Answer every held long-poll now, so shutdown does not wait for them."""

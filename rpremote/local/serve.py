@@ -66,6 +66,16 @@ class _Server(uvicorn.Server):
     """uvicorn, but a shutdown signal first answers the held long-polls."""
 
     engine: Engine
+    idle_shutdown_s: float | None = None
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.idle_shutdown_s and counter % 10 == 0 and not self.should_exit:
+            if self.engine.idle_for() > self.idle_shutdown_s:
+                logging.getLogger("rpremote").info(
+                    "no requests for %g s and no jobs: shutting down", self.idle_shutdown_s)
+                self.engine.begin_close()
+                self.should_exit = True
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig, frame) -> None:
         loop = getattr(self, "_loop", None)
@@ -86,6 +96,7 @@ def serve(
     endpoints: list[EndpointSpec],
     timings: EmulatorTimings,
     explicit_host: bool = False,
+    idle_shutdown_s: float | None = None,
     out=sys.stdout,
 ) -> int:
     if not is_loopback(host):
@@ -114,7 +125,7 @@ def serve(
     write_private(state_path, json.dumps({
         "url": url, "pid": os.getpid(), "version": __version__,
         "key_file": str(state_dir / "api_key") if key_source.endswith(("(stored)", "(generated)")) else None,
-        "started_at": time.time(),
+        "started_at": time.time(), "idle_shutdown_s": idle_shutdown_s,
     }))
 
     def remove_state_file() -> None:
@@ -128,6 +139,8 @@ def serve(
     print(f"  RunPod API base: {url}/v2   (RUNPOD_ENDPOINT_BASE_URL for the runpod client)", file=out)
     print(f"  API key: {key_source}", file=out)
     print(f"  state: {state_dir}", file=out)
+    if idle_shutdown_s:
+        print(f"  shuts down after {idle_shutdown_s:g} s without requests or jobs", file=out)
     for ep in engine.endpoints.values():
         s = ep.spec
         who = f"`{s.workerCmd}`" if s.workerCmd else "external workers only"
@@ -142,6 +155,7 @@ def serve(
     )
     server = _Server(config)
     server.engine = engine
+    server.idle_shutdown_s = idle_shutdown_s
     try:
         server.run(sockets=[sock])
     finally:

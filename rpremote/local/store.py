@@ -183,6 +183,12 @@ class Store:
         ).fetchall())
         return counts.get(rp.IN_QUEUE, 0), counts.get(rp.IN_PROGRESS, 0)
 
+    def active_count(self) -> int:
+        """Jobs queued or running on any endpoint."""
+        return self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", (rp.IN_QUEUE, rp.IN_PROGRESS)
+        ).fetchone()[0]
+
     def in_progress(self, worker_id: str | None = None) -> list[Job]:
         sql = f"SELECT {','.join(JOB_COLUMNS)} FROM jobs WHERE status=?"
         args: tuple = (rp.IN_PROGRESS,)

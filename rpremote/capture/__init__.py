@@ -1,0 +1,14 @@
+"""What goes out: turning the function, its arguments and its code into bytes.
+
+The user's own code (``__main__``, notebook cells, modules of their project that are not
+installed packages) travels by value, because the worker has none of it; installed packages
+travel by reference, because the worker has them and shipping them would be huge and wrong.
+Anything that cannot travel is reported with its path (``args[0].conn._sock``) before anything
+is sent.
+
+Light on purpose: importing this imports only cloudpickle and the standard library.
+"""
+
+from .pickling import by_value_modules, dumps, is_installed_module, loads
+
+__all__ = ["dumps", "loads", "by_value_modules", "is_installed_module"]

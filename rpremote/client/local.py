@@ -1,0 +1,193 @@
+"""The local target: find the user's emulator, start it when there is none, add endpoints.
+
+One emulator serves every process of the user. It is found through the state file that
+``rpremote serve`` writes (``<data dir>/emulator/server.json``: URL, pid, key file); one that
+is gone or not answering is replaced. A server started here listens on a free loopback port
+and exits on its own after ``IDLE_SHUTDOWN_S`` without requests or jobs. A file lock makes
+concurrent first calls start one server, not several.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from ..errors import RpremoteError
+from ..paths import data_dir
+from ..resources import Resources
+
+IDLE_SHUTDOWN_S = 15 * 60
+START_TIMEOUT_S = 60
+
+
+class EmulatorUnavailable(RpremoteError):
+    """The local emulator could not be found or started; the message says why."""
+
+
+def state_dir() -> Path:
+    return data_dir() / "emulator"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _key_for(info: dict[str, Any]) -> str | None:
+    if info.get("key_file"):
+        try:
+            return Path(info["key_file"]).read_text().strip()
+        except OSError:
+            return None
+    return os.environ.get("RPREMOTE_API_KEY")
+
+
+def _answers(url: str, key: str, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(f"{url}/rpremote/v1/info", headers={"Authorization": f"Bearer {key}"},
+                      timeout=timeout)
+    except httpx.TransportError:
+        return False
+    return r.status_code == 200
+
+
+@contextmanager
+def _start_lock(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "start.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class LocalEmulator:
+    """Where the emulator is (``url``, ``key``), and the endpoints this process ensured."""
+
+    def __init__(self, url: str, key: str, pid: int, started_here: bool):
+        self.url = url
+        self.key = key
+        self.pid = pid
+        self.started_here = started_here
+        self._ensured: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def connect(cls, directory: Path | None = None) -> "LocalEmulator":
+        """The running emulator, or a new one when none answers."""
+        directory = directory or state_dir()
+        found = cls._find(directory)
+        if found:
+            return found
+        with _start_lock(directory):
+            found = cls._find(directory)  # someone else may have started it meanwhile
+            if found:
+                return found
+            return cls._start(directory)
+
+    @classmethod
+    def _find(cls, directory: Path) -> "LocalEmulator | None":
+        info = _read_state(directory / "server.json")
+        if not info or not _pid_alive(int(info.get("pid", 0))):
+            return None
+        key = _key_for(info)
+        if key is None:
+            return None
+        for _ in range(3):  # it may be busy starting up or shutting down
+            if _answers(info["url"], key):
+                return cls(info["url"], key, int(info["pid"]), started_here=False)
+            time.sleep(0.2)
+            if not _pid_alive(int(info["pid"])):
+                return None
+        return None
+
+    @classmethod
+    def _start(cls, directory: Path) -> "LocalEmulator":
+        state_file = directory / "server.json"
+        stale = _read_state(state_file)
+        if stale and not _pid_alive(int(stale.get("pid", 0))):
+            state_file.unlink(missing_ok=True)
+        elif stale:
+            raise EmulatorUnavailable(
+                f"an emulator (pid {stale.get('pid')}) owns {directory} but does not answer at "
+                f"{stale.get('url')}; stop it (kill {stale.get('pid')}) and call again"
+            )
+        log_path = directory / "server.log"
+        cmd = [sys.executable, "-m", "rpremote", "serve", "--port", "0", "--state", str(directory),
+               "--idle-shutdown", str(IDLE_SHUTDOWN_S)]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this process; shared by the user's others
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise EmulatorUnavailable(
+                    f"the local emulator exited with code {proc.returncode} while starting; "
+                    f"its log is {log_path}:\n{_tail(log_path)}"
+                )
+            info = _read_state(state_file)
+            if info and info.get("pid") == proc.pid:
+                key = _key_for(info)
+                if key and _answers(info["url"], key):
+                    return cls(info["url"], key, proc.pid, started_here=True)
+            time.sleep(0.05)
+        raise EmulatorUnavailable(
+            f"the local emulator did not answer within {START_TIMEOUT_S} s; log: {log_path}"
+        )
+
+    def ensure_endpoint(self, resources: Resources, secret_env: dict[str, str]) -> str:
+        """Create the endpoint for ``resources`` (or find it unchanged) and return its id."""
+        name = resources.endpoint_name
+        spec = {
+            "id": name,
+            "workerCmd": f"{shlex.quote(sys.executable)} -m rpremote.executor",
+            "env": {**dict(resources.env), **secret_env},
+            "gpu": resources.describe(),
+            "workersMin": resources.workers_min,
+            "workersMax": resources.workers_max,
+            "idleTimeout": resources.idle_timeout,
+        }
+        if self._ensured.get(name) == spec:
+            return name
+        headers = {"Authorization": f"Bearer {self.key}"}
+        try:
+            r = httpx.put(f"{self.url}/rpremote/v1/endpoints/{name}", json=spec, headers=headers,
+                          timeout=30)
+        except httpx.TransportError as e:
+            raise EmulatorUnavailable(f"the local emulator at {self.url} stopped answering: {e}") from e
+        if r.status_code != 200:
+            raise EmulatorUnavailable(f"the local emulator refused endpoint {name}: {r.text}")
+        self._ensured[name] = spec
+        return name
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+

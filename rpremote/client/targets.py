@@ -1,0 +1,78 @@
+"""Which server runs the jobs, chosen once per process: ``local`` (default), ``runpod``, ``pod``.
+
+A target gives a queue client and turns a resource spec into an endpoint id. Asking for the
+cloud never falls back to local: a target that cannot be used raises and says why.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from .. import config
+from ..errors import TargetNotAvailable
+from ..resources import Resources
+from .local import LocalEmulator
+from .queue import QueueClient
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.emulator = LocalEmulator.connect()
+        self.queue = QueueClient(self.emulator.url, self.emulator.key,
+                                 where=f"the local emulator (pid {self.emulator.pid})")
+        self._announced: set[str] = set()
+
+    def endpoint_for(self, resources: Resources) -> str:
+        secret, secret_file = config.secret_source()
+        secret_env = ({"RPREMOTE_SECRET_FILE": str(secret_file)} if secret_file
+                      else {"RPREMOTE_SECRET": secret.decode()})
+        name = self.emulator.ensure_endpoint(resources, secret_env)
+        if resources.gpu and name not in self._announced and not config.settings().quiet:
+            self._announced.add(name)
+            print(f"rpremote: {resources.describe()} requested; running on local workers "
+                  "(this machine's CPU/GPU)", file=sys.stderr)
+        return name
+
+    def close(self) -> None:
+        self.queue.close()
+
+
+_lock = threading.Lock()
+_current: tuple[str, object] | None = None
+
+
+def current() -> LocalTarget:
+    """The target for this process, connected on first use."""
+    global _current
+    name = config.target_name()
+    with _lock:
+        if _current and _current[0] == name:
+            return _current[1]  # type: ignore[return-value]
+        if name in ("runpod", "pod"):
+            raise TargetNotAvailable(
+                f"target {name!r} is not available yet in rpremote {_version()}: it needs the "
+                "RunPod provisioning work that has not landed. Nothing was sent. Use the "
+                "default local target (unset RPREMOTE_TARGET / configure(target='local'))."
+            )
+        target = LocalTarget()
+        if _current:
+            _current[1].close()  # type: ignore[attr-defined]
+        _current = (name, target)
+        return target
+
+
+def forget() -> None:
+    """Drop the cached target (tests; after the emulator was restarted)."""
+    global _current
+    with _lock:
+        if _current:
+            _current[1].close()  # type: ignore[attr-defined]
+        _current = None
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__

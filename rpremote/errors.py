@@ -1,0 +1,107 @@
+"""Exceptions rpremote raises, shared by the client and the executor.
+
+Light on purpose: imported by ``import rpremote`` and by the worker.
+"""
+
+from __future__ import annotations
+
+
+class RpremoteError(Exception):
+    """Base of every error rpremote itself raises."""
+
+
+class ConfigError(RpremoteError, ValueError):
+    """A setting is wrong; raised before anything is sent. The message says how to fix it."""
+
+
+class TargetNotAvailable(RpremoteError):
+    """The chosen target exists in the design but cannot be used (yet, or here)."""
+
+
+class UnpicklableError(RpremoteError, TypeError):
+    """Something that must travel cannot be pickled; raised before anything is sent.
+
+    ``path`` says where it sits, e.g. ``args[0].conn._sock``; ``type_name`` what it is.
+    """
+
+    def __init__(self, path: str, type_name: str, reason: str):
+        self.path = path
+        self.type_name = type_name
+        self.reason = reason
+        super().__init__(f"cannot pickle {path}: {type_name} ({reason})")
+
+
+class SignatureError(RpremoteError):
+    """A request or result is unsigned, tampered with, or signed with another secret."""
+
+
+class VersionMismatch(RpremoteError):
+    """The worker's Python (or protocol) version cannot run what the client sent."""
+
+
+class RemoteError(RpremoteError):
+    """An exception raised remotely that cannot be re-created here as its own type.
+
+    Carries the remote type name, message and formatted traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str = "", module: str = ""):
+        self.type_name = type_name
+        self.module = module
+        self.message = message
+        self.remote_traceback = traceback
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+        return text
+
+
+class RemoteTraceback(Exception):
+    """Attached as ``__cause__`` of a re-raised remote exception: the traceback on the worker.
+
+    Shown by Python as "The above exception was the direct cause of ...", as
+    ``concurrent.futures`` does for process pools.
+    """
+
+    def __init__(self, traceback: str):
+        self.traceback = traceback
+        super().__init__(traceback)
+
+    def __str__(self) -> str:
+        return '\n"""\n' + self.traceback.rstrip() + '\n"""'
+
+
+class RemoteSystemExit(RemoteError):
+    """The remote function called ``sys.exit()`` (or raised ``SystemExit``)."""
+
+
+class RemoteKeyboardInterrupt(RemoteError):
+    """``KeyboardInterrupt`` was raised inside the remote function."""
+
+
+class ResultPicklingError(RemoteError):
+    """The remote function returned, but its value could not be pickled to send back."""
+
+
+class WorkerLost(RemoteError):
+    """The worker running the job died (killed, out of memory, machine lost)."""
+
+
+class JobFailed(RpremoteError):
+    """The platform reports the job failed without an rpremote result (e.g. refused input)."""
+
+    def __init__(self, message: str, job_id: str | None = None, status: str | None = None):
+        self.job_id = job_id
+        self.status = status
+        super().__init__(message)
+
+
+class JobTimeout(JobFailed):
+    """The job ran past its execution timeout (status TIMED_OUT)."""
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled."""

@@ -1,0 +1,163 @@
+"""``python -m rpremote.executor``: the executor as a real ``runpod`` SDK worker.
+
+The handler is an async generator (``return_aggregate_stream``): the request runs in a thread
+of its own, and each time the SDK is ready to post a stream chunk it gets everything the job
+produced since the last one, so logs reach the caller while the function runs and the final
+``/status`` output holds every event.
+
+The SDK's job loop (runpod 1.12) polls its internal queue every 100 ms and, because it counts
+a taken job twice, sleeps 1 s whenever it believes it is full: a floor of 0.1-1 s on every
+call. ``FastJobScaler`` keeps the SDK's fetch, handler, streaming, stop and heartbeat code and
+replaces only those two waits with events. It is used for the SDK versions it was checked
+against; ``RPREMOTE_STOCK_SCALER=1`` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import sys
+import threading
+from typing import Any, AsyncIterator
+
+from .core import Executor, JobStopped, load_secret
+from . import streams
+from .events import EventBuffer
+
+CHECKED_SDK_VERSIONS = ("1.12.",)
+
+
+def make_handler(executor: Executor):
+    async def handler(job: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        out = EventBuffer(wake=lambda: loop.call_soon_threadsafe(ready.set))
+        thread = threading.Thread(
+            target=_run_quietly, args=(executor, job.get("input"), out),
+            name=f"rpremote-job-{job.get('id', '?')}", daemon=True,
+        )
+        thread.start()
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                finished = out.finished
+                batch = out.drain()
+                if batch:
+                    yield batch
+                if finished:
+                    return
+        except BaseException:  # stopped by the platform (CancelledError) or worker shutdown
+            _interrupt(thread)
+            raise
+
+    return handler
+
+
+def _run_quietly(executor: Executor, request: Any, out: EventBuffer) -> None:
+    try:
+        executor.run(request, out)
+    except JobStopped:
+        print(f"rpremote: {threading.current_thread().name} stopped", file=sys.__stderr__, flush=True)
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise ``JobStopped`` in the job's thread at its next Python instruction."""
+    if thread.is_alive() and thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(JobStopped)
+        )
+
+
+def fast_scaler_class():
+    from runpod.serverless.modules import rp_scale
+
+    class FastJobScaler(rp_scale.JobScaler):
+        """The SDK's JobScaler with event-driven waits instead of 0.1 s / 1 s sleeps."""
+
+        def __init__(self, config: dict[str, Any]):
+            super().__init__(config)
+            self._slot_free = asyncio.Event()
+
+        def current_occupancy(self) -> int:
+            # A taken job sits in the queue *and* in the progress set; count it once.
+            return self.job_progress.get_job_count()
+
+        async def get_jobs(self, session) -> None:
+            while self.is_alive():
+                await self.set_scale()
+                self._slot_free.clear()
+                needed = self.current_concurrency - self.current_occupancy()
+                if needed <= 0:
+                    try:
+                        await asyncio.wait_for(self._slot_free.wait(), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                try:
+                    jobs = await asyncio.wait_for(
+                        self.jobs_fetcher(session, needed), timeout=self.jobs_fetcher_timeout
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except asyncio.TimeoutError:
+                    continue
+                except rp_scale.TooManyRequests:
+                    await asyncio.sleep(5)
+                    continue
+                except Exception as err:  # connection refused while the server restarts, ...
+                    rp_scale.log.error(f"Failed to get job: {type(err).__name__}: {err}")
+                    await asyncio.sleep(0.5)
+                    continue
+                for job in jobs or ():
+                    self.job_progress.add(job)
+                    await self.jobs_queue.put(job)
+
+        async def run_jobs(self, session) -> None:
+            tasks: set[asyncio.Task] = set()
+            getter: asyncio.Future | None = None
+            while self.is_alive() or not self.jobs_queue.empty():
+                if getter is None and len(tasks) < self.current_concurrency:
+                    getter = asyncio.ensure_future(self.jobs_queue.get())
+                waiting = tasks | ({getter} if getter else set())
+                done, _ = await asyncio.wait(waiting, timeout=1.0,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter is not None and getter in done:
+                    job = getter.result()
+                    getter = None
+                    task = asyncio.create_task(self.handle_job(session, job))
+                    tasks.add(task)
+                    self.jobs_tasks[job["id"]] = task
+                tasks -= done
+            if getter is not None:
+                getter.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        async def handle_job(self, session, job: dict) -> None:
+            try:
+                await super().handle_job(session, job)
+            finally:
+                self._slot_free.set()
+
+    return FastJobScaler
+
+
+def main() -> None:
+    # Before runpod is imported: it configures a logging handler on sys.stderr at import,
+    # which must hold the router so a job's logging calls reach that job's caller.
+    streams.install()
+
+    import runpod
+    from runpod.serverless.modules import rp_scale
+
+    secret = load_secret()
+    if secret is None:
+        print("rpremote executor: no RPREMOTE_SECRET or RPREMOTE_SECRET_FILE set; every request "
+              "will be refused (set one in the endpoint's environment)", file=sys.stderr)
+    if os.environ.get("RPREMOTE_STOCK_SCALER") != "1" and runpod.__version__.startswith(CHECKED_SDK_VERSIONS):
+        rp_scale.JobScaler = fast_scaler_class()
+    runpod.serverless.start({
+        "handler": make_handler(Executor(secret)),
+        "return_aggregate_stream": True,
+    })
