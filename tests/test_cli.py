@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 from conftest import start_emulator
 
@@ -83,3 +84,21 @@ def test_state_is_resumed_including_endpoints(emulator_factory, tmp_path):
     emu = emulator_factory(state=tmp_path / "r")
     with emu.client() as c:
         assert c.get(f"/v2/kept/status/{job['id']}").json()["status"] == "IN_QUEUE"
+
+
+def test_idle_shutdown_waits_for_jobs_then_exits_and_clears_its_state_file(emulator_factory):
+    from conftest import handler_cmd, wait_for, wait_status
+
+    emu = emulator_factory("--idle-shutdown", "2", "--endpoint", "docs",
+                           "--worker-cmd", handler_cmd("docs_handlers.py"))
+    assert "shuts down after 2 s without requests or jobs" in emu.output()
+    with emu.client() as c:
+        job = c.post("/v2/docs/run", json={"input": {"mode": "sleep", "seconds": 5}}).json()
+    # No client request for 5 s, but a job is queued or running: the server must stay.
+    time.sleep(4)
+    assert emu.proc.poll() is None
+    with emu.client() as c:
+        wait_status(c, "docs", job["id"], "COMPLETED", timeout=30)
+    wait_for(lambda: emu.proc.poll() is not None, timeout=20, what="idle self-shutdown")
+    assert emu.proc.returncode == 0
+    assert not (emu.state / "server.json").exists()

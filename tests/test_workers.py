@@ -132,10 +132,10 @@ def test_request_count_scaler_and_idle_timeout(emulator_factory):
 def test_queue_delay_scaler_adds_a_worker_when_jobs_wait(emulator_factory):
     emu = emulator_factory("--endpoint", "docs", "--worker-cmd", DOCS, "--workers-min", "1",
                            "--workers-max", "2", "--scaler", "QUEUE_DELAY", "--scaler-value", "1",
-                           "--idle-timeout", "60")
+                           "--idle-timeout", "3")
     with emu.client() as c:
         wait_for(lambda: c.get("/v2/docs/health").json()["workers"]["idle"] == 1, what="1 idle worker")
-        first = c.post("/v2/docs/run", json={"input": {"mode": "sleep", "seconds": 10}}).json()["id"]
+        first = c.post("/v2/docs/run", json={"input": {"mode": "sleep", "seconds": 6}}).json()["id"]
         wait_status(c, "docs", first, "IN_PROGRESS")
         assert len(workers(c, "docs")) == 1
         second = c.post("/v2/docs/run", json={"input": {"mode": "echo"}}).json()["id"]
@@ -144,6 +144,9 @@ def test_queue_delay_scaler_adds_a_worker_when_jobs_wait(emulator_factory):
         body = wait_status(c, "docs", second, "COMPLETED", timeout=30)
         assert body["delayTime"] >= 1000
         assert len(workers(c, "docs")) == 2
+        # Once nothing waits, idle workers beyond workersMin go after idleTimeout.
+        wait_status(c, "docs", first, "COMPLETED", timeout=30)
+        wait_for(lambda: len(workers(c, "docs")) == 1, timeout=20, what="scale down to workersMin")
 
 
 def test_crashing_worker_is_restarted_with_backoff_and_reported_unhealthy(emulator_factory):

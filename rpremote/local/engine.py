@@ -630,11 +630,14 @@ class Engine:
         in_queue, in_progress = self.store.scaling_demand(spec.id)
         if spec.scalerType == rp.SCALER_REQUEST_COUNT:
             target = math.ceil((in_queue + in_progress) / spec.scalerValue)
+        elif not in_queue:
+            # Nothing waits: keep the busy and starting workers; idle ones go after idleTimeout.
+            target = len([w for w in live if w.jobs or not w.ready])
         else:
             target = len(live)
-            if in_queue and not live:
+            if not live:
                 target = 1
-            elif in_queue and not initializing:
+            elif not initializing:
                 oldest = self.store.oldest_waiting(spec.id)
                 idle = [w for w in live if w.ready and not w.jobs]
                 if oldest is not None and now - oldest > spec.scalerValue and not idle:

@@ -1,0 +1,103 @@
+"""The executor core without the runpod SDK: one request in, events out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from rpremote import protocol
+from rpremote.capture import dumps
+from rpremote.executor.core import Executor, load_secret
+from rpremote.executor.events import EventBuffer
+from rpremote.job import decode_result
+
+SECRET = b"unit-test-secret"
+
+
+def run(fn, *args, secret=SECRET, executor=None, **kwargs):
+    request = protocol.call_request(SECRET, dumps(fn), dumps((args, kwargs)), name=fn.__name__)
+    out = EventBuffer()
+    (executor or Executor(secret)).run(request, out)
+    assert out.finished
+    events = out.drain()
+    return request, events
+
+
+def shout(n):
+    for i in range(n):
+        print(f"line {i}")
+    print("oops", file=sys.stderr)
+    return n * 2
+
+
+def test_core_does_not_import_runpod_or_the_client():
+    code = ("import sys, rpremote.executor.core, rpremote.executor.worker; "
+            "bad = [m for m in ('runpod', 'httpx', 'rpremote.client', 'rpremote.local') "
+            "if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_events_coalesce_logs_in_order_and_end_in_a_signed_result():
+    request, events = run(shout, 100)
+    logs = [e for e in events if e["t"] == protocol.LOG]
+    stdout = "".join(e["data"] for e in logs if e["stream"] == "stdout")
+    assert stdout == "".join(f"line {i}\n" for i in range(100))
+    assert len(logs) <= 3  # 201 writes became a few events
+    assert events[-1]["t"] == protocol.RESULT
+    assert decode_result(events[-1], SECRET, request["call"]) == 200
+
+
+def slow_shout():
+    import time
+    print("job line")
+    time.sleep(0.3)
+    return 1
+
+
+def test_main_thread_output_is_not_mixed_into_a_job():
+    """The SDK logs from the main thread while a job runs in its own thread."""
+    box = {}
+    t = threading.Thread(target=lambda: box.update(events=run(slow_shout)[1]))
+    t.start()
+    while t.is_alive():
+        print("sdk noise from the main thread")
+    t.join()
+    text = "".join(e.get("data", "") for e in box["events"] if e["t"] == protocol.LOG)
+    assert text == "job line\n"
+
+
+def test_worker_without_a_secret_refuses_everything():
+    _, events = run(shout, 1, secret=None)
+    (result,) = events
+    assert result["error"]["kind"] == protocol.REFUSED_SIGNATURE
+    assert "no signing secret" in result["error"]["message"]
+
+
+def test_function_cache_keeps_globals_warm():
+    ex = Executor(SECRET)
+    ns = {"__name__": "__main__"}
+    exec("state = {'n': 0}\ndef bump():\n    state['n'] += 1\n    return state['n']\n", ns)
+    r1, e1 = run(ns["bump"], executor=ex)
+    r2, e2 = run(ns["bump"], executor=ex)
+    assert decode_result(e1[-1], SECRET, r1["call"]) == 1
+    assert decode_result(e2[-1], SECRET, r2["call"]) == 2
+
+
+def test_secret_from_env_or_file(tmp_path):
+    f = tmp_path / "s"
+    f.write_text("from-file\n")
+    assert load_secret({"RPREMOTE_SECRET": "direct"}) == b"direct"
+    assert load_secret({"RPREMOTE_SECRET_FILE": str(f)}) == b"from-file"
+    assert load_secret({"RPREMOTE_SECRET_FILE": str(tmp_path / "missing")}) is None
+    assert load_secret({}) is None
+
+
+def test_bounded_pending_output_drops_oldest_with_a_note():
+    buf = EventBuffer(max_pending=1000)
+    for _ in range(100):
+        buf.log("stdout", "x" * 50 + "\n")
+    events = buf.drain()
+    assert "bytes of output dropped" in events[0]["data"]
+    assert sum(len(e["data"]) for e in events[1:]) <= 1000
