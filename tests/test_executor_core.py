@@ -68,6 +68,17 @@ def test_main_thread_output_is_not_mixed_into_a_job():
     assert text == "job line\n"
 
 
+def test_another_protocol_version_is_refused():
+    request = protocol.call_request(SECRET, dumps(shout), dumps(((1,), {})), name="shout")
+    request["rpremote"] = 2
+    protocol.sign(SECRET, request)
+    out = EventBuffer()
+    Executor(SECRET).run(request, out)
+    (result,) = out.drain()
+    assert result["error"]["kind"] == protocol.REFUSED_VERSION
+    assert "protocol 2" in result["error"]["message"]
+
+
 def test_worker_without_a_secret_refuses_everything():
     _, events = run(shout, 1, secret=None)
     (result,) = events

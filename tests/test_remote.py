@@ -21,6 +21,7 @@ from rpremote.client import targets
 from rpremote.errors import (
     ConfigError, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit, RemoteTraceback,
     ResultPicklingError, SignatureError, TargetNotAvailable, UnpicklableError, VersionMismatch,
+    WorkerLost,
 )
 from rpremote.job import decode_result
 
@@ -78,6 +79,12 @@ class _LockedError(Exception):
     def __init__(self, lock):
         super().__init__("holds a lock")
         self.lock = lock
+
+
+@remote(workers=(0, 1), idle_timeout=60)
+def die():
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @remote(workers=(0, 1), idle_timeout=60)
@@ -234,6 +241,15 @@ def test_exceptions_that_cannot_travel_and_exits():
     assert misbehave("fine") == "fine"  # the worker survived all of it
 
 
+def test_a_worker_that_dies_fails_the_call_instead_of_hanging_it():
+    t0 = time.monotonic()
+    with pytest.raises(WorkerLost) as info:
+        die()
+    assert "SIGKILL" in str(info.value)
+    assert time.monotonic() - t0 < 30
+    assert echo(1) == ((1,), {})  # a replacement worker serves the next call
+
+
 # -- signatures and versions ----------------------------------------------------------------------
 
 def _send_raw(fn, request: dict) -> dict:
@@ -327,13 +343,14 @@ def test_terminal_reporter_prefixes_remote_lines_and_stays_quiet_for_fast_calls(
     script = tmp_path / "script.py"
     script.write_text(
         "import sys, time\nfrom rpremote import remote\n"
-        "@remote(workers=(0, 1), idle_timeout=60)\n"
+        "@remote(gpu='ADA_24', workers=(0, 1), idle_timeout=60)\n"
         "def f(delay):\n    print('hello from the worker')\n    time.sleep(delay)\n    return delay\n"
         "f(0)\nprint('WARM', file=sys.stderr)\nf(0)\nprint('FAST DONE', file=sys.stderr)\nf(2.5)\n"
     )
     r = _run_script(script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("[remote:f] hello from the worker") == 3
+    assert r.stderr.count("ADA_24 requested; running on local workers") == 1  # said once
     warm_call = r.stderr.split("WARM")[1].split("FAST DONE")[0]
     assert warm_call.strip() == "", r.stderr  # a fast call adds nothing
     after = r.stderr.split("FAST DONE")[1]
