@@ -14,8 +14,16 @@ from .errors import (  # noqa: E402
     TargetNotAvailable, UnpicklableError, VersionMismatch, WorkerLost,
 )
 
+
+def __getattr__(name: str):
+    if name == "Job":  # imported on first use: it brings cloudpickle
+        from .job import Job
+        return Job
+    raise AttributeError(f"module 'rpremote' has no attribute {name!r}")
+
+
 __all__ = [
-    "remote", "RemoteFunction", "configure",
+    "remote", "RemoteFunction", "Job", "configure",
     "RpremoteError", "ConfigError", "TargetNotAvailable", "UnpicklableError", "SignatureError",
     "VersionMismatch", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
     "RemoteKeyboardInterrupt", "ResultPicklingError", "WorkerLost", "JobFailed", "JobTimeout",

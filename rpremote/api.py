@@ -9,12 +9,16 @@ rpremote`` light.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, ParamSpec, TypeVar, overload
 
 from . import config
 from . import platform as rp
 from .errors import ConfigError, UnpicklableError
 from .resources import Resources, make_resources
+
+if TYPE_CHECKING:
+    from .job import Job
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,19 +36,42 @@ class RemoteFunction(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<remote {self.fn.__qualname__} on {self.resources.describe()}>"
 
+    @property
+    def is_generator(self) -> bool:
+        return inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn)
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run remotely and return the value; a generator function returns an iterator."""
+        if self.is_generator:
+            return self.stream(*args, **kwargs)  # type: ignore[return-value]
+        return self._submit(args, kwargs, sync=True).result()
+
+    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> "Job":
+        """Submit and return a ``Job`` at once; its ``result()`` blocks until it is done."""
+        return self._submit(args, kwargs, sync=False)
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``await f.aio(x)``: the call, without blocking a running event loop (a notebook)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.__call__, *args, **kwargs)
+
+    def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+        """Iterate over what the (generator) function yields, as the worker produces it."""
+        return _follow_items(self._submit(args, kwargs, sync=False))
+
+    def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
         from .client import targets
         from .job import Job
-        from .report import TerminalReporter
+        from .report import default_reporter
 
         request, secret = self._request(args, kwargs)
         target = targets.current()
         endpoint = target.endpoint_for(self.resources)
-        settings = config.settings()
-        reporter = settings.reporter or TerminalReporter(quiet=bool(settings.quiet))
-        job = Job(target.queue, endpoint, request, name=self.fn.__name__, secret=secret,
-                  reporter=reporter, policy={"executionTimeout": int(self.timeout_s * 1000)})
-        return job.run()
+        job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
+                  reporter=default_reporter(), call_id=request["call"])
+        policy = {"executionTimeout": int(self.timeout_s * 1000)}
+        return job.submit(request, policy, sync=sync)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the plain function here, for debugging."""
@@ -65,6 +92,14 @@ class RemoteFunction(Generic[P, R]):
         secret, _ = config.secret_source()
         name = f"{self.fn.__module__}.{self.fn.__qualname__}"
         return protocol.call_request(secret, fn_bytes, args_bytes, name=name), secret
+
+
+def _follow_items(job: "Job") -> Iterator[Any]:
+    try:
+        yield from job.items()
+    except (GeneratorExit, KeyboardInterrupt):
+        job.cancel()  # the caller stopped iterating: stop the remote generator too
+        raise
 
 
 @overload

@@ -1,15 +1,20 @@
-"""One remote job: submit it, follow its events, turn its result into a value or an exception.
+"""One remote job: a handle to submit it, follow its events, and get its value or exception.
 
-A call goes out through ``/runsync`` with a one-second wait: a fast call is one HTTP round
-trip. A slower one continues through ``/stream`` long-polls, so its output arrives while it
-runs, as the platform requires for a ``/runsync`` that returns a non-terminal status.
+A blocking call goes out through ``/runsync`` with a one-second wait, so a fast call is one
+HTTP round trip; a slower one continues through ``/stream`` long-polls, so output arrives while
+it runs (a ``/runsync`` that returns a non-terminal status must be followed, the platform
+says). ``spawn`` and generators use ``/run`` and follow the same way.
+
+A ``Job`` is followed lazily, by whoever asks for its events, logs or result; every event is
+kept, so ``events()`` can be iterated again from the start. One thread at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from . import platform as rp
 from . import protocol
@@ -22,104 +27,217 @@ from .report import Reporter
 
 FIRST_WAIT_MS = 1_000
 EMPTY_STREAM_BACKOFF_S = 0.25
+MAX_KEPT_LOG_CHARS = 10 * 1024 * 1024
 
 
 class Job:
-    def __init__(self, queue, endpoint: str, request: dict[str, Any], *, name: str,
-                 secret: bytes, reporter: Reporter, policy: dict[str, Any] | None = None):
+    """A remote job: ``id``, ``status``, ``result()``, ``wait()``, ``cancel()``, ``logs``, ``events()``."""
+
+    def __init__(self, queue, endpoint: str, *, secret: bytes, name: str, reporter: Reporter,
+                 call_id: str | None, job_id: str | None = None):
         self.queue = queue
         self.endpoint = endpoint
-        self.request = request
-        self.name = name
         self.secret = secret
+        self.name = name
         self.reporter = reporter
-        self.policy = policy or {}
-        self.id: str | None = None
+        self.call_id = call_id
+        self.id: str | None = job_id
         self.status: str | None = None
         self.worker: str | None = None
+        self.delay_time: float | None = None  # seconds in the queue
+        self.execution_time: float | None = None  # seconds running
         self.submitted_at = time.monotonic()
+        self._events: list[dict[str, Any]] = []
+        self._logs: list[str] = []
+        self._log_chars = 0
         self._batches_seen = 0
         self._result: dict[str, Any] | None = None
+        self._final: dict[str, Any] | None = None
 
-    def run(self) -> Any:
-        """Submit, follow to the end, return the value or raise what the function raised."""
-        body: dict[str, Any] = {"input": self.request}
-        if self.policy:
-            body["policy"] = self.policy
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name} on {self.endpoint}: {self.status}>"
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(self, request: dict[str, Any], policy: dict[str, Any] | None, *, sync: bool) -> "Job":
+        body: dict[str, Any] = {"input": request}
+        if policy:
+            body["policy"] = policy
         self.submitted_at = time.monotonic()
-        st = self.queue.runsync(self.endpoint, body, wait_ms=FIRST_WAIT_MS)
+        if sync:
+            st = self.queue.runsync(self.endpoint, body, wait_ms=FIRST_WAIT_MS)
+        else:
+            st = self.queue.run(self.endpoint, body)
         self.id = st["id"]
+        self._absorb(st)
+        return self
+
+    @classmethod
+    def attach(cls, job_id: str, endpoint: str, *, name: str | None = None) -> "Job":
+        """A handle to a job submitted elsewhere (another process), on the current target.
+
+        Its result is accepted when signed with your secret; which call it answers cannot be
+        checked here, since the request is not known to this process.
+        """
+        from . import config
+        from .client import targets
+        from .report import default_reporter
+
+        secret, _ = config.secret_source()
+        job = cls(targets.current().queue, endpoint, secret=secret, name=name or job_id,
+                  reporter=default_reporter(), call_id=None, job_id=job_id)
+        job._absorb(job.queue.status(endpoint, job_id))
+        return job
+
+    # -- public surface -----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._final is not None
+
+    @property
+    def logs(self) -> str:
+        """The output seen so far (stdout and stderr interleaved as they arrived)."""
+        return "".join(self._logs)
+
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Every event (log, item, result) from the start, then new ones as they arrive."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        n = 0
+        while True:
+            while n < len(self._events):
+                n += 1
+                yield self._events[n - 1]
+            if self.done:
+                return
+            self._step(deadline)
+
+    def wait(self, timeout: float | None = None) -> "Job":
+        """Follow the job until it ends; ``TimeoutError`` if ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            st = self._follow(st)
+            while not self.done:
+                self._step(deadline)
         except KeyboardInterrupt:
-            self._cancel_quietly()
+            self.cancel()
             raise
-        self.reporter.finished(self, st["status"])
-        return self._outcome(st)
+        return self
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The function's value, or raise what it raised (see ``decode_result``)."""
+        self.wait(timeout)
+        return self._outcome()
+
+    def cancel(self) -> None:
+        """Cancel: a queued job is removed, a running one gets the platform's stop signal."""
+        if self.id is None or self.done:
+            return
+        try:
+            st = self.queue.cancel(self.endpoint, self.id)
+        except Exception:
+            return
+        if st.get("status") in rp.TERMINAL_STATES:
+            self._finish(st)
+
+    def __await__(self):
+        return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()
+
+    def items(self) -> Iterator[Any]:
+        """The values a generator function yields, as they are produced, then its outcome."""
+        expected = 0
+        for event in self.events():
+            if event.get("t") == protocol.ITEM:
+                protocol.check_result(self.secret, self.call_id, event)
+                if event.get("i") != expected:
+                    raise JobFailed(f"item {expected} of job {self.id} is missing "
+                                    f"(got item {event.get('i')})", self.id, self.status)
+                expected += 1
+                yield loads(protocol.decode_blob(event["value"]))
+        count = self._outcome()
+        if isinstance(count, int) and count != expected:
+            raise JobFailed(f"job {self.id} yielded {count} items but {expected} arrived",
+                            self.id, self.status)
 
     # -- following ----------------------------------------------------------------------------
 
-    def _follow(self, st: dict[str, Any]) -> dict[str, Any]:
-        while st["status"] not in rp.TERMINAL_STATES:
-            self._note_status(st)
-            started = time.monotonic()
-            s = self.queue.stream(self.endpoint, self.id)
-            for chunk in s.get("stream") or ():
-                self._batch(chunk.get("output"))
-            if s["status"] in rp.TERMINAL_STATES:
-                return self._final_status(s)
-            if s["status"] != self.status and s["status"] == rp.IN_PROGRESS and not self.worker:
-                s = self.queue.status(self.endpoint, self.id)
-                if s["status"] in rp.TERMINAL_STATES:
-                    return self._final_status(s)
-            elif not s.get("stream") and time.monotonic() - started < EMPTY_STREAM_BACKOFF_S:
-                time.sleep(EMPTY_STREAM_BACKOFF_S)  # a server that does not hold the poll
-            st = s
-        self._absorb_output(st)
-        return st
+    def _step(self, deadline: float | None) -> None:
+        """One long-poll: new chunks, maybe a new status, maybe the end."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {self.id} ({self.name}) still {self.status} after the timeout")
+        started = time.monotonic()
+        s = self.queue.stream(self.endpoint, self.id)
+        for chunk in s.get("stream") or ():
+            self._batch(chunk.get("output"))
+        status = s.get("status")
+        if status in rp.TERMINAL_STATES:
+            # /status has the times, and whatever output the stream did not carry.
+            return self._absorb(self.queue.status(self.endpoint, self.id))
+        if status == rp.IN_PROGRESS and not self.worker:
+            return self._absorb(self.queue.status(self.endpoint, self.id))
+        self._note_status(s)
+        if not s.get("stream") and time.monotonic() - started < EMPTY_STREAM_BACKOFF_S:
+            time.sleep(EMPTY_STREAM_BACKOFF_S)  # a server that does not hold the poll
 
-    def _final_status(self, s: dict[str, Any]) -> dict[str, Any]:
-        if self._result is not None and s["status"] == rp.COMPLETED:
-            return s
-        st = self.queue.status(self.endpoint, self.id)
-        self._absorb_output(st)
-        return st
-
-    def _absorb_output(self, st: dict[str, Any]) -> None:
-        self.worker = st.get("workerId") or self.worker
+    def _absorb(self, st: dict[str, Any]) -> None:
+        """A full ``/status`` (or ``/runsync``) body."""
         out = st.get("output")
         if isinstance(out, list):
             for batch in out[self._batches_seen:]:
                 self._batch(batch)
+        if st.get("status") in rp.TERMINAL_STATES:
+            self._finish(st)
+        else:
+            self._note_status(st)
 
     def _note_status(self, st: dict[str, Any]) -> None:
         self.worker = st.get("workerId") or self.worker
-        if st["status"] != self.status or self.worker:
-            self.status = st["status"]
-            self.reporter.status(self, self.status, self.worker)
+        if st.get("delayTime") is not None:
+            self.delay_time = st["delayTime"] / 1000
+        self.status = st.get("status", self.status)
+        self.reporter.status(self, self.status, self.worker)
+
+    def _finish(self, st: dict[str, Any]) -> None:
+        if self._final is not None:
+            return
+        self._note_times(st)
+        self.status = st["status"]
+        self._final = st
+        self.reporter.finished(self, self.status)
+
+    def _note_times(self, st: dict[str, Any]) -> None:
+        self.worker = st.get("workerId") or self.worker
+        if st.get("delayTime") is not None:
+            self.delay_time = st["delayTime"] / 1000
+        if st.get("executionTime") is not None:
+            self.execution_time = st["executionTime"] / 1000
 
     def _batch(self, batch: Any) -> None:
         self._batches_seen += 1
         for event in batch if isinstance(batch, list) else ():
-            kind = event.get("t") if isinstance(event, dict) else None
+            if not isinstance(event, dict):
+                continue
+            self._events.append(event)
+            kind = event.get("t")
             if kind == protocol.LOG:
-                self.reporter.log(self, event.get("stream", "stdout"), str(event.get("data", "")))
+                text = str(event.get("data", ""))
+                self._keep_log(text)
+                self.reporter.log(self, event.get("stream", "stdout"), text)
             elif kind == protocol.RESULT:
                 self._result = event
 
-    def _cancel_quietly(self) -> None:
-        try:
-            self.queue.cancel(self.endpoint, self.id)
-        except Exception:
-            pass
+    def _keep_log(self, text: str) -> None:
+        self._logs.append(text)
+        self._log_chars += len(text)
+        while self._log_chars > MAX_KEPT_LOG_CHARS and len(self._logs) > 1:
+            self._log_chars -= len(self._logs.pop(0))
 
     # -- outcome ------------------------------------------------------------------------------
 
-    def _outcome(self, st: dict[str, Any]) -> Any:
-        self.status = st["status"]
+    def _outcome(self) -> Any:
         if self._result is not None:
-            return decode_result(self._result, self.secret, self.request["call"])
-        where = f"job {self.id} on {self.endpoint}"
+            return decode_result(self._result, self.secret, self.call_id)
+        st = self._final or {}
+        where = f"job {self.id} ({self.name}) on {self.endpoint}"
         if self.status == rp.TIMED_OUT:
             raise JobTimeout(f"{where} ran past its execution timeout", self.id, self.status)
         if self.status == rp.CANCELLED:
@@ -141,7 +259,7 @@ def _worker_lost(error: str) -> str | None:
     return None
 
 
-def decode_result(event: dict[str, Any], secret: bytes, call_id: str) -> Any:
+def decode_result(event: dict[str, Any], secret: bytes, call_id: str | None) -> Any:
     """The value of a signed result event, or raise the remote failure faithfully."""
     protocol.check_result(secret, call_id, event)
     if event.get("ok"):

@@ -31,8 +31,8 @@ CALL = "call"
 
 # Event types ("t").
 LOG = "log"
+ITEM = "item"  # one value yielded by a generator function
 RESULT = "result"
-START = "start"
 
 # Error kinds in a failed result.
 EXCEPTION = "exception"
@@ -175,6 +175,12 @@ def log_event(stream: str, data: str) -> dict[str, Any]:
     return {"t": LOG, "stream": stream, "data": data}
 
 
+def item_event(secret: bytes | None, call_id: str, index: int, value: bytes) -> dict[str, Any]:
+    """One yielded value; signed like a result and numbered so none can be dropped or reordered."""
+    event = {"t": ITEM, "call": call_id, "i": index, "value": encode_blob(value)}
+    return sign(secret, event) if secret else event
+
+
 def ok_result(secret: bytes | None, call_id: str, value: bytes) -> dict[str, Any]:
     return _signed_result(secret, {"t": RESULT, "call": call_id, "ok": True, "value": encode_blob(value)})
 
@@ -203,8 +209,12 @@ def _signed_result(secret: bytes | None, event: dict[str, Any]) -> dict[str, Any
     return sign(secret, event) if secret else event
 
 
-def check_result(secret: bytes, call_id: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Accept a result only if it is signed with our secret and answers our call."""
+def check_result(secret: bytes, call_id: str | None, event: dict[str, Any]) -> dict[str, Any]:
+    """Accept a result or item only if it is signed with our secret and answers our call.
+
+    ``call_id=None`` (a job re-attached from another process, whose request is not known here)
+    checks the signature only.
+    """
     if not is_signed_by(secret, event):
         said = ""
         err = event.get("error")
@@ -214,6 +224,6 @@ def check_result(secret: bytes, call_id: str, event: dict[str, Any]) -> dict[str
             "the worker's result is not signed with your secret, so it is not unpickled "
             "(is the endpoint's RPREMOTE_SECRET the same as yours?)." + said
         )
-    if event.get("call") != call_id:
+    if call_id is not None and event.get("call") != call_id:
         raise SignatureError("the result answers another call (replayed?); refusing it")
     return event

@@ -88,3 +88,11 @@ class TerminalReporter:
         out = sys.stderr if stream == "stderr" else sys.stdout
         out.write(text)
         out.flush()
+
+
+def default_reporter() -> Reporter:
+    """The reporter ``configure(reporter=...)`` chose, else the terminal one."""
+    from . import config
+
+    settings = config.settings()
+    return settings.reporter or TerminalReporter(quiet=bool(settings.quiet))

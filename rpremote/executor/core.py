@@ -6,6 +6,8 @@ from a thread of their own and ship what it puts in the ``EventBuffer``.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import threading
 import traceback
@@ -80,21 +82,48 @@ class Executor:
                                                note="while unpickling the function or its arguments"))
             try:
                 value = fn(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    value = asyncio.run(value)
+                elif inspect.isgenerator(value) or inspect.isasyncgen(value):
+                    value = self._yield_items(call_id, value, out)
             except JobStopped:
                 raise
+            except UnpicklableError as e:  # an item that cannot travel
+                return out.put(self._unpicklable(call_id, e))
             except BaseException as e:
-                # Skip our own frame: the traceback starts in the user's function.
-                tb = e.__traceback__.tb_next if e.__traceback__ else None
-                return out.put(self._exception(call_id, e, tb))
+                return out.put(self._exception(call_id, e, _user_frames(e.__traceback__)))
         try:
             blob = dumps(value, label="result")
         except UnpicklableError as e:
-            return out.put(protocol.error_result(
-                self.secret, call_id, protocol.RESULT_PICKLING, "ResultPicklingError",
-                f"the function returned, but its result cannot be sent back: {e}",
-                module="rpremote.errors",
-            ))
+            return out.put(self._unpicklable(call_id, e))
         out.put(protocol.ok_result(self.secret, call_id, blob))
+
+    def _yield_items(self, call_id: str | None, gen: Any, out: EventBuffer) -> int:
+        """Send each yielded value as it is produced; the result is how many there were."""
+        count = 0
+
+        def send(item: Any) -> None:
+            nonlocal count
+            out.put(protocol.item_event(self.secret, call_id, count,
+                                        dumps(item, label=f"item[{count}]")))
+            count += 1
+
+        if inspect.isasyncgen(gen):
+            async def drain() -> None:
+                async for item in gen:
+                    send(item)
+            asyncio.run(drain())
+        else:
+            for item in gen:
+                send(item)
+        return count
+
+    def _unpicklable(self, call_id: str | None, err: UnpicklableError) -> dict[str, Any]:
+        return protocol.error_result(
+            self.secret, call_id, protocol.RESULT_PICKLING, "ResultPicklingError",
+            f"the function ran, but what it returned cannot be sent back: {err}",
+            module="rpremote.errors",
+        )
 
     def _function(self, blob: dict[str, Any]) -> Callable[..., Any]:
         key = blob["sha256"]
@@ -135,6 +164,16 @@ class Executor:
             self.secret, call_id, kind, type(err).__qualname__, str(err), traceback=text,
             module=type(err).__module__, pickled=pickled, **extra,
         )
+
+
+_OWN_DIRS = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback from the first frame of the user's code (ours and asyncio's skipped)."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_DIRS):
+        tb = tb.tb_next
+    return tb
 
 
 def _jsonable(value: Any) -> Any:
