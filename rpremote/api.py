@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, ParamSpec, TypeVar, overload,
+)
 
 from . import config
 from . import platform as rp
@@ -59,6 +61,31 @@ class RemoteFunction(Generic[P, R]):
     def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
         """Iterate over what the (generator) function yields, as the worker produces it."""
         return _follow_items(self._submit(args, kwargs, sync=False))
+
+    def map(self, *iterables: Iterable, order: str = "input", return_exceptions: bool = False,
+            batch_size: int | None = None, concurrency: int | None = None) -> Iterator[Any]:
+        """``f(x)`` for each ``x`` (``f(x, y)`` for several iterables), across the workers.
+
+        Results come in input order (``order="completed"``: as they finish); small items are
+        batched into jobs automatically (or ``batch_size`` per job); at most ``concurrency``
+        jobs in flight (default twice ``workers`` max). With ``return_exceptions=True`` a
+        failed item yields its exception instead of stopping the map.
+        """
+        from .mapping import calls_from, run_map
+
+        calls, total = calls_from(iterables, star=False)
+        return run_map(self, calls, total=total, order=order, return_exceptions=return_exceptions,
+                       batch_size=batch_size, concurrency=concurrency)
+
+    def starmap(self, iterable: Iterable[Iterable], *, order: str = "input",
+                return_exceptions: bool = False, batch_size: int | None = None,
+                concurrency: int | None = None) -> Iterator[Any]:
+        """``f(*args)`` for each ``args`` in ``iterable``; otherwise like ``map``."""
+        from .mapping import calls_from, run_map
+
+        calls, total = calls_from((iterable,), star=True)
+        return run_map(self, calls, total=total, order=order, return_exceptions=return_exceptions,
+                       batch_size=batch_size, concurrency=concurrency)
 
     def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
         from .client import targets

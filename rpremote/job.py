@@ -264,21 +264,25 @@ def decode_result(event: dict[str, Any], secret: bytes, call_id: str | None) -> 
     protocol.check_result(secret, call_id, event)
     if event.get("ok"):
         return loads(protocol.decode_blob(event["value"]))
-    err = event.get("error") or {}
+    raise remote_exception(event.get("error") or {})
+
+
+def remote_exception(err: dict[str, Any]) -> BaseException:
+    """The exception to raise here for a remote failure (call only on signed results)."""
     kind, type_name = err.get("kind"), err.get("type", "Exception")
     message, tb, module = err.get("message", ""), err.get("traceback", ""), err.get("module", "")
     if kind == protocol.REFUSED_SIGNATURE:
-        raise SignatureError(f"the worker refused the request: {message}")
+        return SignatureError(f"the worker refused the request: {message}")
     if kind == protocol.REFUSED_VERSION:
-        raise VersionMismatch(message)
+        return VersionMismatch(message)
     if kind == protocol.SYSTEM_EXIT:
         exc: BaseException = RemoteSystemExit(type_name, message, tb, module)
         exc.code = err.get("code")  # type: ignore[attr-defined]
-        raise exc
+        return exc
     if kind == protocol.KEYBOARD_INTERRUPT:
-        raise RemoteKeyboardInterrupt(type_name, message, tb, module)
+        return RemoteKeyboardInterrupt(type_name, message, tb, module)
     if kind == protocol.RESULT_PICKLING:
-        raise ResultPicklingError(type_name, message, tb, module)
+        return ResultPicklingError(type_name, message, tb, module)
     if kind == protocol.EXCEPTION and err.get("pickled"):
         try:
             original = loads(protocol.decode_blob(err["pickled"]))
@@ -287,5 +291,5 @@ def decode_result(event: dict[str, Any], secret: bytes, call_id: str | None) -> 
         if isinstance(original, BaseException):
             original.__cause__ = RemoteTraceback(tb)
             original.remote_traceback = tb  # type: ignore[attr-defined]
-            raise original
-    raise RemoteError(type_name, message, tb, module)
+            return original
+    return RemoteError(type_name, message, tb, module)

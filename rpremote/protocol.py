@@ -26,8 +26,9 @@ from .errors import SignatureError, VersionMismatch
 
 PROTOCOL_VERSION = 1
 
-# Request kinds.
+# Request kinds: one call, or a batch of calls of one function (map).
 CALL = "call"
+MAP = "map"
 
 # Event types ("t").
 LOG = "log"
@@ -118,13 +119,12 @@ def is_signed_by(secret: bytes | None, envelope: dict[str, Any]) -> bool:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def call_request(
-    secret: bytes, fn: bytes, args: bytes, *, name: str, fn_sha256: str | None = None
-) -> dict[str, Any]:
-    """A signed request to call ``fn(*args, **kwargs)`` (both cloudpickled)."""
+def call_request(secret: bytes, fn: bytes, args: bytes, *, name: str, kind: str = CALL) -> dict[str, Any]:
+    """A signed request to call ``fn``: ``args`` is a pickled ``(args, kwargs)`` for a call,
+    a pickled list of them for a map batch (the result is then a list of outcomes)."""
     return sign(secret, {
         "rpremote": PROTOCOL_VERSION,
-        "kind": CALL,
+        "kind": kind,
         "call": new_call_id(),
         "python": python_version(),
         "name": name,
@@ -141,10 +141,11 @@ def check_request(secret: bytes | None, request: Any) -> dict[str, Any]:
     if not isinstance(request, dict) or "rpremote" not in request:
         raise ValueError("this endpoint runs the rpremote executor; its input must be an "
                          "rpremote request envelope (send it with rpremote's client)")
-    if request["rpremote"] != PROTOCOL_VERSION:
+    if request["rpremote"] != PROTOCOL_VERSION or request.get("kind") not in (CALL, MAP):
         raise VersionMismatch(
-            f"request uses rpremote protocol {request['rpremote']!r}, this worker speaks "
-            f"{PROTOCOL_VERSION}; use the same rpremote version on both sides"
+            f"request uses rpremote protocol {request['rpremote']!r} (kind "
+            f"{request.get('kind')!r}), this worker speaks {PROTOCOL_VERSION} (call, map); use "
+            "the same rpremote version on both sides"
         )
     if not secret:
         raise SignatureError(
@@ -181,6 +182,18 @@ def item_event(secret: bytes | None, call_id: str, index: int, value: bytes) -> 
     return sign(secret, event) if secret else event
 
 
+def error_info(kind: str, type_name: str, message: str, traceback: str = "", module: str = "",
+               pickled: bytes | None = None, **extra: Any) -> dict[str, Any]:
+    """What a failure is, in a form both sides read without unpickling (``pickled`` aside)."""
+    error: dict[str, Any] = {
+        "kind": kind, "type": type_name, "module": module, "message": message,
+        "traceback": traceback, **extra,
+    }
+    if pickled is not None:
+        error["pickled"] = encode_blob(pickled)
+    return error
+
+
 def ok_result(secret: bytes | None, call_id: str, value: bytes) -> dict[str, Any]:
     return _signed_result(secret, {"t": RESULT, "call": call_id, "ok": True, "value": encode_blob(value)})
 
@@ -196,12 +209,7 @@ def error_result(
     pickled: bytes | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    error: dict[str, Any] = {
-        "kind": kind, "type": type_name, "module": module, "message": message,
-        "traceback": traceback, **extra,
-    }
-    if pickled is not None:
-        error["pickled"] = encode_blob(pickled)
+    error = error_info(kind, type_name, message, traceback, module, pickled, **extra)
     return _signed_result(secret, {"t": RESULT, "call": call_id, "ok": False, "error": error})
 
 

@@ -9,6 +9,6 @@ is sent.
 Light on purpose: importing this imports only cloudpickle and the standard library.
 """
 
-from .pickling import by_value_modules, dumps, is_installed_module, loads
+from .pickling import by_value_modules, dumps, dumps_result, is_installed_module, loads
 
-__all__ = ["dumps", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module"]

@@ -2,9 +2,10 @@
 
 cloudpickle already ships ``__main__`` (scripts, notebook cells) by value, but a function from
 the user's own ``helpers.py`` is pickled as "import helpers" and fails on the worker, which has
-no such file. So before pickling we walk what will travel, collect the modules that are not
-installed packages, register them with cloudpickle for the duration of one ``dumps`` and
-unregister them afterwards: cloudpickle's registry is process-wide and other code may rely on it.
+no such file. So while pickling we note (in cloudpickle's own ``reducer_override``) every
+function, class or module of a non-installed module that would go by reference, register those
+modules by value and pickle again; they are unregistered afterwards, since cloudpickle's
+registry is process-wide and other code may rely on it. Plain data never reaches Python code.
 
 When pickling fails we descend to the deepest part that still fails and name it with its path
 (``args[0].conn._sock: socket.socket``), because cloudpickle's own message
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dis
+import io
 import functools
 import os
 import site
@@ -26,16 +28,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
+from cloudpickle.cloudpickle import _should_pickle_by_reference
 
 from ..errors import UnpicklableError
 
-__all__ = ["dumps", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
 
 PROTOCOL = 5
 # Bounds for the walk and the failure search: deep or cyclic data must not recurse without end,
 # and huge data must not make every call slow (what lies beyond is pickled as cloudpickle sees fit).
 _MAX_DEPTH = 50
-_MAX_NODES = 100_000
+_MAX_ROUNDS = 20  # registering a module by value can reveal modules it uses, and so on
 # Leaves that hold no code and cannot fail: skipped without work.
 _SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray, range)
 _GLOBAL_OPS = frozenset(dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"))
@@ -48,23 +51,89 @@ def dumps(obj: Any, *, label: str = "value") -> bytes:
 
     Raises UnpicklableError, whose path starts with ``label``, when something cannot be pickled.
     """
-    modules = _find_modules(obj)
+    data, _ = _pickle_by_value(obj, label)
+    return data
+
+
+def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
+    """Pickle, noting functions/classes/modules that would go by reference from the user's own
+    modules; register those modules by value and pickle again until nothing new turns up.
+
+    The noting happens inside cloudpickle's own ``reducer_override``, so it sees exactly what
+    cloudpickle pickles, at C speed for plain data (ints, lists, dicts never reach Python).
+    """
     with _REGISTRY_LOCK:
-        already = cloudpickle.list_registry_pickle_by_value()
-        added = [module for name, module in modules.items() if name not in already]
-        for module in added:
-            cloudpickle.register_pickle_by_value(module)
+        already = set(cloudpickle.list_registry_pickle_by_value())
+        added: list[types.ModuleType] = []
         try:
-            try:
-                return cloudpickle.dumps(obj, protocol=PROTOCOL)
-            except Exception as err:
-                # Searched while the modules are still registered, so parts pickle as they did.
-                path, culprit, cause = _locate(obj, label, err)
-                reason = str(cause) or type(cause).__name__
-                raise UnpicklableError(path, _type_name(culprit), reason) from cause
+            for _ in range(_MAX_ROUNDS):
+                found: dict[str, types.ModuleType] = {}
+                try:
+                    data = _DetectingPickler.dump_bytes(obj, found)
+                except Exception as err:
+                    # Searched while the modules are still registered, so parts pickle as they did.
+                    path, culprit, cause = _locate(obj, label, err)
+                    reason = str(cause) or type(cause).__name__
+                    raise UnpicklableError(path, _type_name(culprit), reason) from cause
+                new = [m for name, m in found.items() if name not in already]
+                if not new:
+                    return data, [m.__name__ for m in added]
+                for module in new:
+                    cloudpickle.register_pickle_by_value(module)
+                    already.add(module.__name__)
+                    added.append(module)
+            return data, [m.__name__ for m in added]
         finally:
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
+
+
+class _DetectingPickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, noting the user's modules that it would pickle by reference."""
+
+    def __init__(self, file: io.BytesIO, found: dict[str, types.ModuleType]):
+        super().__init__(file, protocol=PROTOCOL)
+        self.found = found
+
+    @classmethod
+    def dump_bytes(cls, obj: Any, found: dict[str, types.ModuleType]) -> bytes:
+        buf = io.BytesIO()
+        cls(buf, found).dump(obj)
+        return buf.getvalue()
+
+    def reducer_override(self, obj: Any) -> Any:
+        module = _module_by_reference(obj)
+        if module is not None and not is_installed_module(module):
+            self.found.setdefault(module.__name__, module)
+        return super().reducer_override(obj)
+
+
+def _module_by_reference(obj: Any) -> types.ModuleType | None:
+    """The module cloudpickle would import on the other side to get ``obj``, if any."""
+    if isinstance(obj, types.ModuleType):
+        return obj if sys.modules.get(obj.__name__) is obj else None
+    if isinstance(obj, types.FunctionType) or isinstance(obj, type):
+        try:
+            if not _should_pickle_by_reference(obj):
+                return None
+        except Exception:
+            return None
+        module = sys.modules.get(getattr(obj, "__module__", None) or "")
+        return module
+    return None
+
+
+def dumps_result(obj: Any, *, label: str = "result") -> bytes:
+    """Pickle what a worker sends back: plain cloudpickle, no module walk.
+
+    The client has the user's modules, and classes that came here by value are not importable
+    here, so cloudpickle already sends them by value; the walk (which costs microseconds per
+    object, milliseconds for a batch of thousands) only runs to name the culprit on failure.
+    """
+    try:
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)
+    except Exception:
+        return dumps(obj, label=label)  # raises UnpicklableError with the path
 
 
 def loads(data: bytes) -> Any:
@@ -76,9 +145,9 @@ def by_value_modules(obj: Any) -> list[str]:
     """Names of the modules ``dumps(obj)`` registers to be pickled by value.
 
     These are the non-installed modules (not ``__main__``, which cloudpickle handles itself)
-    whose functions, classes or module objects ``obj`` reaches.
+    whose functions, classes or module objects pickling ``obj`` reaches.
     """
-    return list(_find_modules(obj))
+    return _pickle_by_value(obj, "value")[1]
 
 
 def is_installed_module(module: types.ModuleType) -> bool:
@@ -126,21 +195,6 @@ def _is_installed_path(path: str) -> bool:
     return any(real == root or real.startswith(root + os.sep) for root in _installed_roots())
 
 
-def _by_reference(obj: Any) -> bool:
-    """Whether cloudpickle pickles this function or class as "import module; getattr".
-
-    That is so when it is reachable by its qualified name from an installed module; its code and
-    globals then do not travel, so the walk need not look inside.
-    """
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    if module is None or not is_installed_module(module):
-        return False
-    target: Any = module
-    for part in obj.__qualname__.split("."):
-        target = getattr(target, part, None)
-    return target is obj
-
-
 def _global_names(code: types.CodeType) -> dict[str, None]:
     """Global names the code uses, nested functions included: exactly what cloudpickle ships."""
     names = {ins.argval: None for ins in dis.get_instructions(code) if ins.opcode in _GLOBAL_OPS}
@@ -182,87 +236,6 @@ def _attributes(obj: Any) -> dict[str, Any]:
             except AttributeError:  # slot never set
                 pass
     return attrs
-
-
-class _ModuleFinder:
-    """Walks what will be pickled by value and collects the non-installed modules it uses."""
-
-    def __init__(self) -> None:
-        self.found: dict[str, types.ModuleType] = {}
-        self.seen: set[int] = set()
-        self.budget = _MAX_NODES
-
-    def note(self, module_name: Any) -> None:
-        module = sys.modules.get(module_name) if isinstance(module_name, str) else None
-        if module is not None and module_name != "__main__" and not is_installed_module(module):
-            self.found.setdefault(module_name, module)
-
-    def visit(self, obj: Any, depth: int = 0) -> None:
-        self.budget -= 1
-        if isinstance(obj, _SCALARS) or depth > _MAX_DEPTH or self.budget < 0 or id(obj) in self.seen:
-            return
-        self.seen.add(id(obj))
-        try:
-            for child in self.children(obj):
-                if self.budget < 0:
-                    break
-                self.visit(child, depth + 1)
-        except Exception:
-            pass  # odd objects (proxies, broken __getattr__): pickling will judge them
-
-    def children(self, obj: Any) -> Iterator[Any]:
-        if isinstance(obj, types.ModuleType):
-            # A module object used as a global travels whole when it is the user's.
-            if obj.__name__ == "__main__" or is_installed_module(obj):
-                return
-            if sys.modules.get(obj.__name__) is obj:
-                self.note(obj.__name__)
-            yield from (v for k, v in vars(obj).items() if k != "__builtins__")
-        elif isinstance(obj, type):
-            if _by_reference(obj):
-                return
-            self.note(obj.__module__)
-            yield type(obj)
-            yield from obj.__bases__
-            for value in vars(obj).values():
-                if isinstance(value, (staticmethod, classmethod)):
-                    yield value.__func__
-                elif isinstance(value, property):
-                    yield from (value.fget, value.fset, value.fdel)
-                else:
-                    yield value
-        elif isinstance(obj, types.FunctionType):
-            if _by_reference(obj):
-                return
-            self.note(obj.__module__)
-            yield from _function_globals(obj).values()
-            yield from _function_closure(obj).values()
-            yield from obj.__defaults__ or ()
-            yield from (obj.__kwdefaults__ or {}).values()
-            yield from vars(obj).values()  # e.g. __wrapped__ set by functools.wraps
-            yield from obj.__annotations__.values()
-        elif isinstance(obj, types.MethodType):
-            yield obj.__func__
-            yield obj.__self__
-        elif isinstance(obj, functools.partial):
-            yield obj.func
-            yield from obj.args
-            yield from obj.keywords.values()
-        else:
-            yield type(obj)  # a user class (or subclass of list, dict...) travels with its instances
-            if isinstance(obj, dict):
-                yield from obj.keys()
-                yield from obj.values()
-            elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
-                yield from obj
-            elif not _by_reference(type(obj)):
-                yield from _attributes(obj).values()
-
-
-def _find_modules(obj: Any) -> dict[str, types.ModuleType]:
-    finder = _ModuleFinder()
-    finder.visit(obj)
-    return finder.found
 
 
 def _short(value: Any) -> str:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from .. import protocol
-from ..capture import dumps, loads
+from ..capture import dumps_result, loads
 from ..errors import SignatureError, UnpicklableError, VersionMismatch
 from . import streams
 from .events import EventBuffer
@@ -76,16 +76,15 @@ class Executor:
         with streams.captured(out.log):
             try:
                 fn = self._function(request["fn"])
-                args, kwargs = loads(protocol.decode_blob(request["args"]))
+                payload = loads(protocol.decode_blob(request["args"]))
             except BaseException as e:  # e.g. a by-reference module missing on the worker
                 return out.put(self._exception(call_id, e, e.__traceback__,
                                                note="while unpickling the function or its arguments"))
             try:
-                value = fn(*args, **kwargs)
-                if inspect.iscoroutine(value):
-                    value = asyncio.run(value)
-                elif inspect.isgenerator(value) or inspect.isasyncgen(value):
-                    value = self._yield_items(call_id, value, out)
+                if request["kind"] == protocol.MAP:
+                    value = self._map(fn, payload)  # per-call failures are in the outcomes
+                else:
+                    value = self._call(fn, *payload, call_id, out)
             except JobStopped:
                 raise
             except UnpicklableError as e:  # an item that cannot travel
@@ -93,10 +92,54 @@ class Executor:
             except BaseException as e:
                 return out.put(self._exception(call_id, e, _user_frames(e.__traceback__)))
         try:
-            blob = dumps(value, label="result")
+            blob = dumps_result(value, label="result")
         except UnpicklableError as e:
-            return out.put(self._unpicklable(call_id, e))
+            if request["kind"] != protocol.MAP:
+                return out.put(self._unpicklable(call_id, e))
+            blob = dumps_result(self._isolate_unpicklable(value))
         out.put(protocol.ok_result(self.secret, call_id, blob))
+
+    def _call(self, fn: Callable[..., Any], args: tuple, kwargs: dict, call_id: str | None,
+              out: EventBuffer) -> Any:
+        value = fn(*args, **kwargs)
+        if inspect.iscoroutine(value):
+            return asyncio.run(value)
+        if inspect.isgenerator(value) or inspect.isasyncgen(value):
+            return self._yield_items(call_id, value, out)
+        return value
+
+    def _map(self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
+        """A batch of calls: ``(True, value)`` or ``(False, error info)`` for each.
+
+        The list is pickled as one (fast); only when that fails is each value tried alone
+        (``_isolate_unpicklable``), so a value that cannot travel fails its item, not the batch.
+        """
+        outcomes: list[tuple[bool, Any]] = []
+        for args, kwargs in calls:
+            try:
+                value = fn(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    value = asyncio.run(value)
+                outcomes.append((True, value))
+            except JobStopped:
+                raise
+            except BaseException as e:
+                outcomes.append((False, self._error_info(e, _user_frames(e.__traceback__))))
+        return outcomes
+
+    @staticmethod
+    def _isolate_unpicklable(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+        """A map batch that cannot be pickled whole: fail only the items that cannot travel."""
+        for i, (ok, value) in enumerate(outcomes):
+            if ok:
+                try:
+                    dumps_result(value, label=f"results[{i}]")
+                except UnpicklableError as e:
+                    outcomes[i] = (False, protocol.error_info(
+                        protocol.RESULT_PICKLING, "ResultPicklingError",
+                        f"the function ran, but what it returned cannot be sent back: {e}",
+                        module="rpremote.errors"))
+        return outcomes
 
     def _yield_items(self, call_id: str | None, gen: Any, out: EventBuffer) -> int:
         """Send each yielded value as it is produced; the result is how many there were."""
@@ -105,7 +148,7 @@ class Executor:
         def send(item: Any) -> None:
             nonlocal count
             out.put(protocol.item_event(self.secret, call_id, count,
-                                        dumps(item, label=f"item[{count}]")))
+                                        dumps_result(item, label=f"item[{count}]")))
             count += 1
 
         if inspect.isasyncgen(gen):
@@ -145,6 +188,14 @@ class Executor:
 
     def _exception(self, call_id: str | None, err: BaseException, tb: TracebackType | None,
                    note: str = "") -> dict[str, Any]:
+        return self._signed_error(call_id, self._error_info(err, tb, note))
+
+    def _signed_error(self, call_id: str | None, info: dict[str, Any]) -> dict[str, Any]:
+        event = {"t": protocol.RESULT, "call": call_id, "ok": False, "error": info}
+        return protocol.sign(self.secret, event) if self.secret else event
+
+    @staticmethod
+    def _error_info(err: BaseException, tb: TracebackType | None, note: str = "") -> dict[str, Any]:
         text = "".join(traceback.format_exception(type(err), err, tb))
         if note:
             text = f"({note})\n{text}"
@@ -156,14 +207,12 @@ class Executor:
         pickled = None
         if kind == protocol.EXCEPTION:
             try:
-                pickled = dumps(err, label="exception")
+                pickled = dumps_result(err, label="exception")
             except Exception:
                 pickled = None  # the client gets a RemoteError with type, message, traceback
         extra = {"code": _jsonable(err.code)} if isinstance(err, SystemExit) else {}
-        return protocol.error_result(
-            self.secret, call_id, kind, type(err).__qualname__, str(err), traceback=text,
-            module=type(err).__module__, pickled=pickled, **extra,
-        )
+        return protocol.error_info(kind, type(err).__qualname__, str(err), text,
+                                   type(err).__module__, pickled, **extra)
 
 
 _OWN_DIRS = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))

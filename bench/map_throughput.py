@@ -1,0 +1,99 @@
+"""Throughput of a map over many tiny items, in one run: rpremote vs its peers.
+
+1. ``f.map`` on the local target (2 workers, automatic batching);
+2. ipyparallel load-balanced ``map`` with 2 engines, unchunked and with ``chunksize``;
+3. ``ProcessPoolExecutor(2).map``, default chunksize 1 and chunked.
+
+Usage: .venv/bin/python bench/map_throughput.py [--n 10000] [--json FILE]
+(``pip install -e ".[bench]"`` for ipyparallel.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def tiny(x):
+    return x + 1
+
+
+def rate(n: int, run) -> dict[str, float]:
+    t = time.perf_counter()
+    out = run()
+    dt = time.perf_counter() - t
+    assert list(out) == [x + 1 for x in range(n)], "wrong results"
+    return {"items_per_s": round(n / dt), "seconds": round(dt, 3)}
+
+
+def bench_rpremote(n: int) -> dict[str, float]:
+    from rpremote import remote
+
+    f = remote(workers=(2, 2), idle_timeout=60)(tiny)
+    list(f.map(range(200)))  # warm: workers started
+    return rate(n, lambda: list(f.map(range(n))))
+
+
+def bench_ipyparallel(n: int) -> dict[str, object]:
+    try:
+        import ipyparallel as ipp
+    except ImportError:
+        return {"skipped": "pip install ipyparallel"}
+    cluster = ipp.Cluster(n=2, log_level=40)
+    rc = cluster.start_and_connect_sync()
+    try:
+        view = rc.load_balanced_view()
+        view.map_sync(tiny, range(100))
+        unchunked_n = min(n, 2000)  # ~300/s: the full n would take a minute
+        return {
+            f"unchunked (n={unchunked_n})": rate(unchunked_n, lambda: view.map_sync(tiny, range(unchunked_n))),
+            "chunksize=n/8": rate(n, lambda: view.map(tiny, range(n), chunksize=max(1, n // 8)).get()),
+        }
+    finally:
+        rc.close()
+        cluster.stop_cluster_sync()
+
+
+def bench_process_pool(n: int) -> dict[str, object]:
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(tiny, range(100)))
+        return {
+            "chunksize=1": rate(n, lambda: pool.map(tiny, range(n))),
+            "chunksize=n/8": rate(n, lambda: pool.map(tiny, range(n), chunksize=max(1, n // 8))),
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    home = tempfile.mkdtemp(prefix="rpremote-bench-")
+    os.environ["RPREMOTE_HOME"] = home
+    results: dict[str, object] = {}
+    try:
+        results["rpremote f.map (2 workers)"] = bench_rpremote(args.n)
+    finally:
+        state = Path(home) / "emulator" / "server.json"
+        if state.exists():
+            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
+    results["ipyparallel load-balanced map (2 engines)"] = bench_ipyparallel(args.n)
+    results["ProcessPoolExecutor(2).map"] = bench_process_pool(args.n)
+
+    print(f"map of {args.n} tiny items, Python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

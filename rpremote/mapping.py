@@ -1,0 +1,209 @@
+"""``f.map``: fan many calls out over an endpoint's workers, batching small items into jobs.
+
+One job per item costs a queue round trip per item (milliseconds), so items travel in
+batches: one ``map`` request runs a list of calls and returns one outcome per call. The batch
+size (``BatchSizer``) keeps every worker busy and a job near ``TARGET_JOB_S`` of work.
+Up to ``concurrency`` jobs are in flight, each followed by a thread of its own over the shared
+HTTP connection pool. The function is pickled once for the whole map.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from . import protocol
+from .capture import dumps
+from .errors import ConfigError, UnpicklableError
+from .job import Job, remote_exception
+
+if TYPE_CHECKING:
+    from .api import RemoteFunction
+
+TARGET_JOB_S = 0.25
+MAX_BATCH = 4096
+FIRST_BATCH = 8
+ORDERS = ("input", "completed")
+
+
+class BatchSizer:
+    """How many items the next job gets.
+
+    With a known total, every lane gets at least one job (``cap``), so big batches never
+    starve a worker, and the first jobs go out at that size. An input of unknown length starts
+    small. Either way the size then follows the measured time per item toward ``TARGET_JOB_S``.
+    """
+
+    def __init__(self, fixed: int | None, total: int | None, lanes: int):
+        self.fixed = fixed
+        self.cap = MAX_BATCH if total is None else max(1, min(MAX_BATCH, math.ceil(total / lanes)))
+        self.size = self.cap if total is not None else FIRST_BATCH
+
+    def next_size(self) -> int:
+        return self.fixed or self.size
+
+    def observe(self, items: int, seconds: float | None) -> None:
+        if self.fixed or not items or seconds is None:
+            return
+        per_item = max(seconds / items, 1e-6)
+        self.size = max(1, min(self.cap, int(TARGET_JOB_S / per_item)))
+
+
+class _LogsOnly:
+    """A map prints its jobs' output, not a status line per job."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def status(self, job, status, worker):
+        pass
+
+    def log(self, job, stream, text):
+        self.inner.log(job, stream, text)
+
+    def finished(self, job, status):
+        self.inner.finished(job, status)
+
+
+def run_map(
+    rf: "RemoteFunction",
+    calls: Iterable[tuple[tuple, dict]],
+    *,
+    total: int | None,
+    order: str = "input",
+    return_exceptions: bool = False,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
+) -> Iterator[Any]:
+    from . import config
+    from .client import targets
+    from .report import default_reporter
+
+    if order not in ORDERS:
+        raise ConfigError(f"order must be one of {', '.join(ORDERS)} (got {order!r})")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch_size must be a positive integer or None (got {batch_size!r})")
+    lanes = concurrency or 2 * rf.resources.workers_max
+    if not isinstance(lanes, int) or lanes < 1:
+        raise ConfigError(f"concurrency must be a positive integer or None (got {concurrency!r})")
+    if rf.is_generator:
+        raise ConfigError(f"{rf.fn.__name__} is a generator function; map over plain functions "
+                          "(or call .stream for each input)")
+
+    fn_bytes = dumps(rf.fn, label=rf.fn.__qualname__)
+    secret, _ = config.secret_source()
+    target = targets.current()
+    endpoint = target.endpoint_for(rf.resources)
+    reporter = _LogsOnly(default_reporter())
+    policy = {"executionTimeout": int(rf.timeout_s * 1000)}
+    name = f"{rf.fn.__module__}.{rf.fn.__qualname__}"
+    sizer = BatchSizer(batch_size, total, lanes)
+    source = iter(calls)
+
+    def run_batch(batch: list[tuple[tuple, dict]], start: int) -> tuple[int, list[Any], Job]:
+        try:
+            payload = dumps(batch, label="map inputs")
+        except UnpicklableError as e:
+            raise UnpicklableError(_shift(e.path, start), e.type_name, e.reason) from None
+        request = protocol.call_request(secret, fn_bytes, payload, name=name, kind=protocol.MAP)
+        job = Job(target.queue, endpoint, secret=secret, name=rf.fn.__name__,
+                  reporter=reporter, call_id=request["call"])
+        if stopping:
+            raise _Stopped()
+        live.add(job)
+        try:
+            job.submit(request, policy, sync=True)
+            try:
+                outcomes = job.result()
+            except Exception as e:  # the whole job failed (worker lost, timeout, ...)
+                outcomes = [(False, e)] * len(batch)
+        finally:
+            live.discard(job)
+        return start, outcomes, job
+
+    live: set[Job] = set()  # submitted and not finished: cancelled if the map stops early
+    stopping = False
+    pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="rpremote-map")
+    in_flight: dict[Future, Job | None] = {}
+    next_start = 0
+    ready: dict[int, Any] = {}  # input index -> outcome, waiting for its turn
+    next_out = 0
+    exhausted = False
+
+    def fill() -> None:
+        nonlocal next_start, exhausted
+        while not exhausted and len(in_flight) < lanes:
+            batch = list(islice(source, sizer.next_size()))
+            if not batch:
+                exhausted = True
+                return
+            in_flight[pool.submit(run_batch, batch, next_start)] = None
+            next_start += len(batch)
+
+    try:
+        fill()
+        while in_flight:
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for fut in done:
+                del in_flight[fut]
+                start, outcomes, job = fut.result()
+                sizer.observe(len(outcomes), job.execution_time)
+                for i, outcome in enumerate(outcomes):
+                    ready[start + i] = outcome
+            fill()
+            if order == "completed":
+                for index in sorted(ready):
+                    yield _value(ready.pop(index), return_exceptions)
+            else:
+                while next_out in ready:
+                    yield _value(ready.pop(next_out), return_exceptions)
+                    next_out += 1
+    finally:
+        # Stopped early (an exception, Ctrl-C, the caller broke off): nothing keeps running.
+        stopping = exhausted = True
+        for fut in list(in_flight):
+            fut.cancel()
+        for job in list(live):
+            if job.id and not job.done:
+                job.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Stopped(Exception):
+    """A batch not submitted because the map was stopped."""
+
+
+def _value(outcome: tuple[bool, Any], return_exceptions: bool) -> Any:
+    ok, payload = outcome
+    if ok:
+        return payload
+    exc = payload if isinstance(payload, BaseException) else remote_exception(payload)
+    if return_exceptions:
+        return exc
+    raise exc
+
+
+def _shift(path: str, start: int) -> str:
+    """``map inputs[3][0][1]`` -> the item's place in the whole input: ``inputs[3+start]...``."""
+    head = "map inputs["
+    if path.startswith(head):
+        index, _, rest = path[len(head):].partition("]")
+        if index.isdigit():
+            return f"map input {int(index) + start}{rest}"
+    return path
+
+
+def calls_from(iterables: tuple[Iterable, ...], star: bool) -> tuple[Iterator[tuple[tuple, dict]], int | None]:
+    """``map(f, xs, ys)`` / ``starmap(f, pairs)`` inputs as ``(args, kwargs)`` pairs, and their count when known."""
+    total = None
+    try:
+        total = min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    if star:
+        (only,) = iterables
+        return ((tuple(args), {}) for args in only), total
+    return ((args, {}) for args in zip(*iterables)), total
