@@ -163,3 +163,113 @@ def test_generator_failure_after_items_raises_after_them():
 def test_local_runs_here():
     assert slow_square.local(4) == 16
     assert list(countdown.local(2, 0))[0]["i"] == 2
+
+
+# -- map ------------------------------------------------------------------------------------------
+
+@remote(workers=(0, 2), idle_timeout=60)
+def add_or_fail(x, y=0):
+    if x == 13:
+        raise ValueError(f"unlucky {x}")
+    return x + y
+
+
+@remote(workers=(2, 2), idle_timeout=60)
+def sleepy_identity(x):
+    time.sleep(0.6 if x == 0 else 0.0)
+    return x
+
+
+def test_map_of_10000_tiny_items_is_correct_and_in_order():
+    xs = [x for x in range(10_001) if x != 13]
+    assert list(add_or_fail.map(xs, [1] * len(xs))) == [x + 1 for x in xs]
+    # An input of unknown length (a generator) is batched as it goes.
+    assert list(add_or_fail.map(x for x in xs)) == xs
+    assert list(add_or_fail.starmap([(1, 2), (3, 4)])) == [3, 7]
+
+
+def test_map_orders_by_input_or_by_completion():
+    xs = list(range(6))
+    from conftest import wait_for
+    from rpremote.client import targets
+    queue = targets.current().queue
+    endpoint = targets.current().endpoint_for(sleepy_identity.resources)
+    wait_for(lambda: queue.health(endpoint)["workers"]["idle"] == 2, timeout=60,
+             what="both workers ready")
+    assert list(sleepy_identity.map(xs, batch_size=1)) == xs
+    done_order = list(sleepy_identity.map(xs, batch_size=1, order="completed"))
+    assert sorted(done_order) == xs
+    assert done_order[0] != 0  # the slow first item does not hold the others back
+
+
+def test_map_partial_failures():
+    out = list(add_or_fail.map(range(10, 16), return_exceptions=True, batch_size=2))
+    assert out[:3] == [10, 11, 12] and out[4:] == [14, 15]
+    assert isinstance(out[3], ValueError) and str(out[3]) == "unlucky 13"
+    assert "unlucky" in out[3].__cause__.traceback
+
+    got = []
+    with pytest.raises(ValueError, match="unlucky 13"):
+        for value in add_or_fail.map(range(10, 16), batch_size=2):
+            got.append(value)
+    assert got == [10, 11, 12]
+
+
+def test_map_bad_settings_and_inputs_fail_before_sending():
+    from rpremote.errors import ConfigError, UnpicklableError
+    import threading
+
+    with pytest.raises(ConfigError):
+        list(add_or_fail.map([1], order="random"))
+    with pytest.raises(ConfigError):
+        list(add_or_fail.map([1], batch_size=0))
+    with pytest.raises(ConfigError, match="generator"):
+        list(countdown.map([1]))
+    with pytest.raises(UnpicklableError) as info:
+        list(add_or_fail.map([1, 2, threading.Lock()], batch_size=10))
+    assert "map input 2" in str(info.value)
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+@remote(workers=(0, 2), idle_timeout=60)
+def tick_into(path, seconds):
+    import pathlib
+    p = pathlib.Path(path)
+    for _ in range(int(seconds * 10)):
+        with p.open("a") as f:
+            f.write(".")
+        time.sleep(0.1)
+    return "finished"
+
+
+@remote(workers=(0, 2), idle_timeout=60, timeout=5)
+def too_slow(path):
+    return tick_into.fn(path, 60)
+
+
+def test_cancelling_a_running_job_stops_the_remote_function(tmp_path):
+    marker = tmp_path / "ticks"
+    job = tick_into.spawn(str(marker), 60)
+    from conftest import wait_for
+    wait_for(lambda: marker.exists() and marker.stat().st_size >= 5, timeout=60, what="ticks")
+    job.cancel()
+    assert job.status == "CANCELLED"
+    time.sleep(1.5)  # the stop reaches the worker; the user's thread is interrupted
+    size = marker.stat().st_size
+    time.sleep(1.5)
+    assert marker.stat().st_size == size, "the remote function kept running after cancel"
+    assert tick_into(str(tmp_path / "again"), 0.2) == "finished"  # the worker is still usable
+
+
+def test_execution_timeout_raises_job_timeout_and_stops_the_function(tmp_path):
+    from rpremote.errors import JobTimeout
+    marker = tmp_path / "ticks"
+    t0 = time.monotonic()
+    with pytest.raises(JobTimeout):
+        too_slow(str(marker))
+    assert 4.5 < time.monotonic() - t0 < 30
+    time.sleep(1.5)
+    size = marker.stat().st_size
+    time.sleep(1.5)
+    assert marker.stat().st_size == size
