@@ -1,18 +1,29 @@
 """The RunPod Serverless queue API (``/v2/{endpoint}/...``), synchronously over httpx.
 
 One client for every target: the local emulator and RunPod serve the same API. Errors are
-turned into rpremote errors that say what to do; transient-failure retries are the caller's
-business (see the call-surface issue).
+turned into rpremote errors that say what to do.
+
+Transient failures are retried with backoff, without ever duplicating a job: a request that
+never reached the server (connection refused, connect timeout) and one the server turned away
+(429, 503) are retried whatever they are; a request that may have been received (connection
+reset mid-way, 500/502/504) is retried only when repeating it is harmless (status, stream,
+cancel, health; not run/runsync).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from .. import platform as rp
 from ..errors import ConfigError, JobFailed, RpremoteError
+
+
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+REFUSED_STATUSES = frozenset({429, 503})  # the server did not take the request
+MAYBE_TAKEN_STATUSES = frozenset({500, 502, 504})
 
 
 class QueueClient:
@@ -31,11 +42,11 @@ class QueueClient:
         self.http.close()
 
     def run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/v2/{endpoint}/run", json=body)
+        return self._call("POST", f"/v2/{endpoint}/run", idempotent=False, json=body)
 
     def runsync(self, endpoint: str, body: dict[str, Any], wait_ms: int) -> dict[str, Any]:
         wait_ms = max(rp.RUNSYNC_WAIT_MIN_MS, min(rp.RUNSYNC_WAIT_MAX_MS, wait_ms))
-        return self._call("POST", f"/v2/{endpoint}/runsync", json=body,
+        return self._call("POST", f"/v2/{endpoint}/runsync", idempotent=False, json=body,
                           params={"wait": wait_ms}, timeout=wait_ms / 1000 + 30)
 
     def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
@@ -50,11 +61,34 @@ class QueueClient:
     def health(self, endpoint: str) -> dict[str, Any]:
         return self._call("GET", f"/v2/{endpoint}/health")
 
-    def _call(self, method: str, path: str, timeout: float | None = None, **kw: Any) -> Any:
-        try:
-            r = self.http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw)
-        except httpx.TransportError as e:
-            raise RpremoteError(f"cannot reach {self.where} at {self.base_url}: {e}") from e
+    def _call(self, method: str, path: str, timeout: float | None = None, *,
+              idempotent: bool = True, **kw: Any) -> Any:
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                r = self.http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # never reached the server
+                if delay is None:
+                    raise RpremoteError(f"cannot reach {self.where} at {self.base_url}: {e}") from e
+                time.sleep(delay)
+                continue
+            except httpx.TransportError as e:
+                if not idempotent or delay is None:
+                    raise RpremoteError(
+                        f"{method} {path} to {self.where} broke off ({type(e).__name__}: {e})"
+                        + ("" if idempotent else "; not repeated, since the job may have been "
+                           "queued already: check the endpoint's jobs before sending it again")
+                    ) from e
+                time.sleep(delay)
+                continue
+            retry = r.status_code in REFUSED_STATUSES or (
+                idempotent and r.status_code in MAYBE_TAKEN_STATUSES)
+            if retry and delay is not None:
+                time.sleep(_retry_after(r, delay))
+                continue
+            return self._response(method, path, r)
+        raise AssertionError("unreachable")
+
+    def _response(self, method: str, path: str, r: httpx.Response) -> Any:
         if r.status_code == 401:
             raise ConfigError(f"{self.where} refused the API key (401); check the key rpremote "
                               "uses for this target")
@@ -65,3 +99,10 @@ class QueueClient:
                 message = r.text
             raise JobFailed(f"{method} {path} failed with HTTP {r.status_code}: {message}")
         return r.json()
+
+
+def _retry_after(r: httpx.Response, default: float) -> float:
+    try:
+        return min(30.0, max(default, float(r.headers.get("retry-after", ""))))
+    except ValueError:
+        return default
