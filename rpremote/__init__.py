@@ -8,8 +8,9 @@ __version__ = "0.1.0"
 
 from .api import RemoteFunction, remote  # noqa: E402
 from .config import configure  # noqa: E402
+from .retries import Retries  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, JobCancelled, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
+    ConfigError, JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
     RemoteSystemExit, RemoteTraceback, ResultPicklingError, RpremoteError, SignatureError,
     TargetNotAvailable, UnpicklableError, VersionMismatch, WorkerLost,
 )
@@ -23,9 +24,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "remote", "RemoteFunction", "Job", "configure",
+    "remote", "RemoteFunction", "Job", "Retries", "configure",
     "RpremoteError", "ConfigError", "TargetNotAvailable", "UnpicklableError", "SignatureError",
     "VersionMismatch", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
     "RemoteKeyboardInterrupt", "ResultPicklingError", "WorkerLost", "JobFailed", "JobTimeout",
-    "JobCancelled", "__version__",
+    "JobCancelled", "JobExpired", "__version__",
 ]

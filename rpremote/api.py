@@ -18,6 +18,7 @@ from . import config
 from . import platform as rp
 from .errors import ConfigError, UnpicklableError
 from .resources import Resources, make_resources
+from .retries import Retries, as_retries
 
 if TYPE_CHECKING:
     from .job import Job
@@ -29,11 +30,22 @@ R = TypeVar("R")
 class RemoteFunction(Generic[P, R]):
     """A function bound to resources; calling it runs it remotely and returns its value."""
 
-    def __init__(self, fn: Callable[P, R], resources: Resources, timeout_s: float):
+    def __init__(self, fn: Callable[P, R], resources: Resources, timeout_s: float,
+                 ttl_s: float | None = None, retries: Retries | None = None):
         self.fn = fn
         self.resources = resources
         self.timeout_s = timeout_s
+        self.ttl_s = ttl_s
+        self.retries = retries
         functools.update_wrapper(self, fn)
+
+    @property
+    def policy(self) -> dict[str, int]:
+        """The platform's per-job ``policy``: execution timeout, and ttl when one was set."""
+        policy = {"executionTimeout": int(self.timeout_s * 1000)}
+        if self.ttl_s is not None:
+            policy["ttl"] = int(self.ttl_s * 1000)
+        return policy
 
     def __repr__(self) -> str:
         return f"<remote {self.fn.__qualname__} on {self.resources.describe()}>"
@@ -53,10 +65,20 @@ class RemoteFunction(Generic[P, R]):
         return self._submit(args, kwargs, sync=False)
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """``await f.aio(x)``: the call, without blocking a running event loop (a notebook)."""
+        """``await f.aio(x)``: the call on httpx's async client, without blocking the event loop.
+
+        Cancelling the awaiting task (or interrupting the kernel) cancels the remote job.
+        """
         import asyncio
 
-        return await asyncio.to_thread(self.__call__, *args, **kwargs)
+        if self.is_generator:
+            raise ConfigError(f"{self.fn.__name__} is a generator function: iterate over "
+                              f"{self.fn.__name__}.stream(...) instead of awaiting .aio(...)")
+        # Pickling and the first contact with the target (which may start the local
+        # emulator) are blocking work: done in a thread, off the loop.
+        job, request = await asyncio.to_thread(self._prepare, args, kwargs)
+        await job.asubmit(request, self.policy, sync=True)
+        return await job.aresult()
 
     def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
         """Iterate over what the (generator) function yields, as the worker produces it."""
@@ -88,6 +110,11 @@ class RemoteFunction(Generic[P, R]):
                        batch_size=batch_size, concurrency=concurrency)
 
     def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
+        job, request = self._prepare(args, kwargs)
+        return job.submit(request, self.policy, sync=sync)
+
+    def _prepare(self, args: tuple, kwargs: dict) -> tuple["Job", dict[str, Any]]:
+        """The signed request and an unsent ``Job`` for it on the current target."""
         from .client import targets
         from .job import Job
         from .report import default_reporter
@@ -96,9 +123,8 @@ class RemoteFunction(Generic[P, R]):
         target = targets.current()
         endpoint = target.endpoint_for(self.resources)
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
-                  reporter=default_reporter(), call_id=request["call"])
-        policy = {"executionTimeout": int(self.timeout_s * 1000)}
-        return job.submit(request, policy, sync=sync)
+                  reporter=default_reporter(), call_id=request["call"], retries=self.retries)
+        return job, request
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the plain function here, for debugging."""
@@ -137,6 +163,7 @@ def remote(
     workers: int | tuple[int, int] = (0, rp.WORKERS_MAX_DEFAULT),
     idle_timeout: int = rp.IDLE_TIMEOUT_DEFAULT_S, timeout: float = 600,
     dependencies: list[str] | None = None, env: dict[str, str] | None = None,
+    ttl: float | None = None, retries: int | Retries | None = None,
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
 
@@ -150,6 +177,8 @@ def remote(
     timeout: float = rp.EXECUTION_TIMEOUT_DEFAULT_MS / 1000,
     dependencies: list[str] | None = None,
     env: dict[str, str] | None = None,
+    ttl: float | None = None,
+    retries: int | Retries | None = None,
 ):
     """Run the decorated function remotely.
 
@@ -157,18 +186,36 @@ def remote(
     list of them, or ``None`` (the default) for CPU — a GPU is never picked, and billed,
     unless asked for. ``workers``: ``(min, max)`` or a max. ``idle_timeout``: seconds a
     worker waits for the next job. ``timeout``: seconds a call may run (the platform's
-    ``executionTimeout``). Functions with different settings run on different endpoints.
+    ``executionTimeout``). ``ttl``: seconds a job may exist from submission, queue time
+    included (the platform's ``ttl``; default 24 h), after which it is deleted whatever its
+    state. ``retries``: a count or ``rpremote.Retries(...)``; a lost worker, and exceptions
+    named in ``Retries(on=...)``, are retried, ordinary exceptions are not. Functions with
+    different resources run on different endpoints.
     """
     resources = make_resources(gpu=gpu, gpu_count=gpu_count, workers=workers,
                                idle_timeout=idle_timeout, dependencies=dependencies, env=env)
     timeout_s = _check_timeout(timeout)
+    ttl_s = _check_ttl(ttl)
+    retry_policy = as_retries(retries)
 
     def wrap(f: Callable) -> RemoteFunction:
         if not callable(f):
             raise ConfigError(f"@remote decorates a function, not {type(f).__name__}")
-        return RemoteFunction(f, resources, timeout_s)
+        if retry_policy and (inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)):
+            raise ConfigError(f"{f.__name__} is a generator function: it cannot be retried, since "
+                              "the items it already delivered cannot be taken back; drop retries=")
+        return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _check_ttl(ttl: Any) -> float | None:
+    if ttl is None:
+        return None
+    lo, hi = rp.TTL_MIN_MS / 1000, rp.TTL_MAX_MS / 1000
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not lo <= ttl <= hi:
+        raise ConfigError(f"ttl is seconds between {lo:g} and {hi:g} (7 days); got {ttl!r}")
+    return float(ttl)
 
 
 def _check_timeout(timeout: Any) -> float:

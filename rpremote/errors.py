@@ -93,9 +93,11 @@ class WorkerLost(RemoteError):
 class JobFailed(RpremoteError):
     """The platform reports the job failed without an rpremote result (e.g. refused input)."""
 
-    def __init__(self, message: str, job_id: str | None = None, status: str | None = None):
+    def __init__(self, message: str, job_id: str | None = None, status: str | None = None,
+                 http_status: int | None = None):
         self.job_id = job_id
         self.status = status
+        self.http_status = http_status  # when an HTTP error said it
         super().__init__(message)
 
 
@@ -105,3 +107,7 @@ class JobTimeout(JobFailed):
 
 class JobCancelled(JobFailed):
     """The job was cancelled."""
+
+
+class JobExpired(JobFailed):
+    """The platform no longer has the job: its ``ttl`` ran out, or its result outlived retention."""

@@ -5,6 +5,11 @@ HTTP round trip; a slower one continues through ``/stream`` long-polls, so outpu
 it runs (a ``/runsync`` that returns a non-terminal status must be followed, the platform
 says). ``spawn`` and generators use ``/run`` and follow the same way.
 
+Ctrl-C while following cancels the remote job before ``KeyboardInterrupt`` goes up; while a
+job is being submitted the interrupt is held until its id is known (``interrupts``). With a
+``Retries`` policy, ``result()`` submits the same signed request again after a lost worker or
+a named exception; ``attempts`` lists the ids that failed.
+
 A ``Job`` is followed lazily, by whoever asks for its events, logs or result; every event is
 kept, so ``events()`` can be iterated again from the start. One thread at a time.
 """
@@ -20,12 +25,17 @@ from . import platform as rp
 from . import protocol
 from .capture import loads
 from .errors import (
-    JobCancelled, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
+    JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
     RemoteTraceback, ResultPicklingError, SignatureError, VersionMismatch, WorkerLost,
 )
+from .client.drive import adrive, drive, sleep
+from .interrupts import held_interrupt
 from .report import Reporter
+from .retries import Retries
 
 FIRST_WAIT_MS = 1_000
+RETRYING = "RETRYING"  # between a failed attempt and the next (not a platform state)
+EXPIRED = "EXPIRED"  # the platform deleted the job (ttl); /status answers 404
 EMPTY_STREAM_BACKOFF_S = 0.25
 SHORT_WAIT_S = 5.0  # below this much time left, poll /status instead of holding a /stream
 MAX_KEPT_LOG_CHARS = 10 * 1024 * 1024
@@ -35,7 +45,7 @@ class Job:
     """A remote job: ``id``, ``status``, ``result()``, ``wait()``, ``cancel()``, ``logs``, ``events()``."""
 
     def __init__(self, queue, endpoint: str, *, secret: bytes, name: str, reporter: Reporter,
-                 call_id: str | None, job_id: str | None = None):
+                 call_id: str | None, job_id: str | None = None, retries: Retries | None = None):
         self.queue = queue
         self.endpoint = endpoint
         self.secret = secret
@@ -54,6 +64,9 @@ class Job:
         self._batches_seen = 0
         self._result: dict[str, Any] | None = None
         self._final: dict[str, Any] | None = None
+        self.retries = retries
+        self.attempts: list[tuple[str, BaseException]] = []  # (job id, why) of failed tries
+        self._submission: tuple[dict[str, Any], dict[str, Any] | None, bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} on {self.endpoint}: {self.status}>"
@@ -61,17 +74,38 @@ class Job:
     # -- submitting ---------------------------------------------------------------------------
 
     def submit(self, request: dict[str, Any], policy: dict[str, Any] | None, *, sync: bool) -> "Job":
+        """Send the request (``/runsync`` when ``sync``, else ``/run``); returns at once after."""
+        with held_interrupt() as interrupted:
+            drive(self._submit_steps(request, policy, sync), self._perform)
+            if interrupted:
+                self.cancel()  # then the held KeyboardInterrupt is raised
+        return self
+
+    async def asubmit(self, request: dict[str, Any], policy: dict[str, Any] | None, *,
+                      sync: bool) -> "Job":
+        """``submit`` on the event loop; cancelling the task still cancels the job it made."""
+        sending = asyncio.ensure_future(adrive(self._submit_steps(request, policy, sync),
+                                               self._aperform))
+        try:
+            await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            await _quietly(sending)  # the job may exist already: learn its id, then stop it
+            await self.acancel()
+            raise
+        return self
+
+    def _submit_steps(self, request: dict[str, Any], policy: dict[str, Any] | None, sync: bool):
+        self._submission = (request, policy, sync)
         body: dict[str, Any] = {"input": request}
         if policy:
             body["policy"] = policy
         self.submitted_at = time.monotonic()
         if sync:
-            st = self.queue.runsync(self.endpoint, body, wait_ms=FIRST_WAIT_MS)
+            st = yield ("runsync", self.endpoint, body, FIRST_WAIT_MS)
         else:
-            st = self.queue.run(self.endpoint, body)
+            st = yield ("run", self.endpoint, body)
         self.id = st["id"]
         self._absorb(st)
-        return self
 
     @classmethod
     def attach(cls, job_id: str, endpoint: str, *, name: str | None = None) -> "Job":
@@ -87,8 +121,14 @@ class Job:
         secret, _ = config.secret_source()
         job = cls(targets.current().queue, endpoint, secret=secret, name=name or job_id,
                   reporter=default_reporter(), call_id=None, job_id=job_id)
-        job._absorb(job.queue.status(endpoint, job_id))
+        job._absorb(drive(job._status_steps(), job._perform))
         return job
+
+    def _perform(self, action: tuple) -> Any:
+        return self.queue.call(*action)
+
+    async def _aperform(self, action: tuple) -> Any:
+        return await self.queue.for_loop().call(*action)
 
     # -- public surface -----------------------------------------------------------------------
 
@@ -103,7 +143,7 @@ class Job:
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Every event (log, item, result) from the start, then new ones as they arrive."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         n = 0
         while True:
             while n < len(self._events):
@@ -111,37 +151,86 @@ class Job:
                 yield self._events[n - 1]
             if self.done:
                 return
-            self._step(deadline)
+            drive(self._step(deadline), self._perform)
 
     def wait(self, timeout: float | None = None) -> "Job":
-        """Follow the job until it ends; ``TimeoutError`` if ``timeout`` seconds pass first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Follow the job until it ends; ``TimeoutError`` if ``timeout`` seconds pass first.
+
+        Ctrl-C while waiting cancels the remote job, then raises ``KeyboardInterrupt``.
+        """
+        deadline = _deadline(timeout)
         try:
             while not self.done:
-                self._step(deadline)
+                drive(self._step(deadline), self._perform)
         except KeyboardInterrupt:
             self.cancel()
             raise
         return self
 
+    async def await_done(self, timeout: float | None = None) -> "Job":
+        """``wait`` for asyncio; cancelling the awaiting task cancels the remote job."""
+        deadline = _deadline(timeout)
+        try:
+            while not self.done:
+                await adrive(self._step(deadline), self._aperform)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            await asyncio.shield(self.acancel())
+            raise
+        return self
+
     def result(self, timeout: float | None = None) -> Any:
-        """The function's value, or raise what it raised (see ``decode_result``)."""
-        self.wait(timeout)
-        return self._outcome()
+        """The function's value, or raise what it raised (see ``decode_result``).
+
+        With ``retries``, a failure that earns a retry submits the call again (after the
+        policy's backoff) and follows the new job; ``timeout`` covers all attempts.
+        """
+        deadline = _deadline(timeout)
+        while True:
+            self.wait(_left(deadline))
+            delay, value = self._retry_or_raise(deadline)
+            if delay is None:
+                return value
+            time.sleep(delay)
+            request, policy, sync = self._again()
+            self.submit(request, policy, sync=sync)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        """``result`` for asyncio (``await job`` does this)."""
+        deadline = _deadline(timeout)
+        while True:
+            await self.await_done(_left(deadline))
+            delay, value = self._retry_or_raise(deadline)
+            if delay is None:
+                return value
+            await asyncio.sleep(delay)
+            request, policy, sync = self._again()
+            await self.asubmit(request, policy, sync=sync)
+
+    def __await__(self):
+        return self.aresult().__await__()
 
     def cancel(self) -> None:
         """Cancel: a queued job is removed, a running one gets the platform's stop signal."""
         if self.id is None or self.done:
             return
+        with held_interrupt():  # a second Ctrl-C must not stop the cancel from going out
+            try:
+                st = self.queue.cancel(self.endpoint, self.id)
+            except Exception:
+                return
+            if st.get("status") in rp.TERMINAL_STATES:
+                self._finish(st)
+
+    async def acancel(self) -> None:
+        """``cancel`` for asyncio."""
+        if self.id is None or self.done:
+            return
         try:
-            st = self.queue.cancel(self.endpoint, self.id)
+            st = await self._aperform(("cancel", self.endpoint, self.id))
         except Exception:
             return
         if st.get("status") in rp.TERMINAL_STATES:
             self._finish(st)
-
-    def __await__(self):
-        return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()
 
     def items(self) -> Iterator[Any]:
         """The values a generator function yields, as they are produced, then its outcome."""
@@ -159,33 +248,83 @@ class Job:
             raise JobFailed(f"job {self.id} yielded {count} items but {expected} arrived",
                             self.id, self.status)
 
+    # -- retrying -----------------------------------------------------------------------------
+
+    def _retry_or_raise(self, deadline: float | None) -> tuple[float | None, Any]:
+        """``(None, value)`` when the job succeeded; ``(delay, error)`` when it earns a retry;
+        otherwise raises the job's failure."""
+        try:
+            return None, self._outcome()
+        except Exception as exc:
+            policy = self.retries
+            if (policy is None or self._submission is None
+                    or len(self.attempts) >= policy.max_retries or not policy.applies(exc)):
+                raise
+            delay = policy.delay(len(self.attempts) + 1)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise
+            self.attempts.append((self.id or "?", exc))
+            self.status = RETRYING
+            self.reporter.status(self, RETRYING, self.worker)
+            return delay, exc
+
+    def _again(self) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+        """Forget the failed attempt; the submission to send again."""
+        self.id = self.status = self.worker = self._result = self._final = None
+        self.delay_time = self.execution_time = None
+        self._batches_seen = 0
+        request, policy, sync = self._submission  # type: ignore[misc]
+        return request, policy, sync
+
     # -- following ----------------------------------------------------------------------------
 
-    def _step(self, deadline: float | None) -> None:
-        """One long-poll: new chunks, maybe a new status, maybe the end."""
+    def _step(self, deadline: float | None):
+        """One long-poll: new chunks, maybe a new status, maybe the end (sans-I/O steps)."""
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"job {self.id} ({self.name}) still {self.status} after the timeout")
             if left < SHORT_WAIT_S:
                 # A /stream long-poll may be held longer than we may wait: look, then nap.
-                self._absorb(self.queue.status(self.endpoint, self.id))
+                self._absorb((yield from self._status_steps()))
                 if not self.done:
-                    time.sleep(min(left, EMPTY_STREAM_BACKOFF_S))
+                    yield sleep(min(left, EMPTY_STREAM_BACKOFF_S))
                 return
         started = time.monotonic()
-        s = self.queue.stream(self.endpoint, self.id)
+        try:
+            s = yield ("stream", self.endpoint, self.id)
+        except JobFailed as e:
+            if e.http_status != 404:
+                raise
+            self._gone()
         for chunk in s.get("stream") or ():
             self._batch(chunk.get("output"))
         status = s.get("status")
-        if status in rp.TERMINAL_STATES:
-            # /status has the times, and whatever output the stream did not carry.
-            return self._absorb(self.queue.status(self.endpoint, self.id))
-        if status == rp.IN_PROGRESS and not self.worker:
-            return self._absorb(self.queue.status(self.endpoint, self.id))
+        if status in rp.TERMINAL_STATES or (status == rp.IN_PROGRESS and not self.worker):
+            # /status has the times, the worker, and whatever output the stream did not carry.
+            return self._absorb((yield from self._status_steps()))
         self._note_status(s)
         if not s.get("stream") and time.monotonic() - started < EMPTY_STREAM_BACKOFF_S:
-            time.sleep(EMPTY_STREAM_BACKOFF_S)  # a server that does not hold the poll
+            yield sleep(EMPTY_STREAM_BACKOFF_S)  # a server that does not hold the poll
+
+    def _status_steps(self):
+        try:
+            return (yield ("status", self.endpoint, self.id))
+        except JobFailed as e:
+            if e.http_status != 404:
+                raise
+            self._gone()
+
+    def _gone(self) -> None:
+        """The platform forgot the job (404): its ttl ran out, or it ended long ago."""
+        ttl = (self._submission or ({}, None, False))[1] or {}
+        why = (f"its ttl of {ttl['ttl'] / 1000:g} s (queue time plus run time) ran out"
+               if "ttl" in ttl else "its ttl ran out or its result outlived the retention time")
+        self.status = EXPIRED
+        self._final = {"status": EXPIRED}
+        self.reporter.finished(self, EXPIRED)
+        raise JobExpired(f"job {self.id} ({self.name}) no longer exists on {self.endpoint}: {why}",
+                         self.id, EXPIRED, http_status=404)
 
     def _absorb(self, st: dict[str, Any]) -> None:
         """A full ``/status`` (or ``/runsync``) body."""
@@ -251,6 +390,8 @@ class Job:
             raise JobTimeout(f"{where} ran past its execution timeout", self.id, self.status)
         if self.status == rp.CANCELLED:
             raise JobCancelled(f"{where} was cancelled", self.id, self.status)
+        if self.status == EXPIRED:
+            raise JobExpired(f"{where} no longer exists (its ttl ran out)", self.id, self.status)
         error = st.get("error") or "no error message"
         lost = _worker_lost(error)
         if lost:
@@ -302,3 +443,18 @@ def remote_exception(err: dict[str, Any]) -> BaseException:
             original.remote_traceback = tb  # type: ignore[attr-defined]
             return original
     return RemoteError(type_name, message, tb, module)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+async def _quietly(task: "asyncio.Future[Any]") -> None:
+    try:
+        await task
+    except BaseException:
+        pass

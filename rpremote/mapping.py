@@ -53,13 +53,17 @@ class BatchSizer:
 
 
 class _LogsOnly:
-    """A map prints its jobs' output, not a status line per job."""
+    """A map prints its jobs' output, not a status line per job (retries excepted)."""
 
     def __init__(self, inner):
         self.inner = inner
 
     def status(self, job, status, worker):
         pass
+
+    def retrying(self, job, items: int) -> None:
+        job.name = f"{job.name} ({items} item{'s' if items != 1 else ''})"
+        self.inner.status(job, "RETRYING", job.worker)
 
     def log(self, job, stream, text):
         self.inner.log(job, stream, text)
@@ -98,12 +102,14 @@ def run_map(
     target = targets.current()
     endpoint = target.endpoint_for(rf.resources)
     reporter = _LogsOnly(default_reporter())
-    policy = {"executionTimeout": int(rf.timeout_s * 1000)}
+    policy = rf.policy
+    retries = rf.retries
     name = f"{rf.fn.__module__}.{rf.fn.__qualname__}"
     sizer = BatchSizer(batch_size, total, lanes)
     source = iter(calls)
 
-    def run_batch(batch: list[tuple[tuple, dict]], start: int) -> tuple[int, list[Any], Job]:
+    def run_job(batch: list[tuple[tuple, dict]], start: int) -> tuple[list[Any], Job]:
+        """One job running ``batch``: an outcome per item, exceptions as exception objects."""
         try:
             payload = dumps(batch, label="map inputs")
         except UnpicklableError as e:
@@ -116,13 +122,32 @@ def run_map(
         live.add(job)
         try:
             job.submit(request, policy, sync=True)
+            if stopping:  # stopped while submitting: the main thread may have missed its id
+                job.cancel()
+                raise _Stopped()
             try:
-                outcomes = job.result()
+                outcomes = [(ok, p if ok else remote_exception(p)) for ok, p in job.result()]
             except Exception as e:  # the whole job failed (worker lost, timeout, ...)
                 outcomes = [(False, e)] * len(batch)
         finally:
             live.discard(job)
-        return start, outcomes, job
+        return outcomes, job
+
+    def run_batch(batch: list[tuple[tuple, dict]], start: int) -> tuple[int, list[Any], Job]:
+        """``batch``'s outcomes; items that failed in a way ``retries`` covers are run again."""
+        outcomes, first = run_job(batch, start)
+        job, todo = first, list(range(len(batch)))
+        for attempt in range(1, (retries.max_retries if retries else 0) + 1):
+            todo = [i for i in todo if not outcomes[i][0] and retries.applies(outcomes[i][1])]
+            if not todo or stopping:
+                break
+            job.attempts.append((job.id or "?", outcomes[todo[0]][1]))
+            reporter.retrying(job, len(todo))
+            time.sleep(retries.delay(attempt))
+            again, job = run_job([batch[i] for i in todo], start)
+            for i, outcome in zip(todo, again):
+                outcomes[i] = outcome
+        return start, outcomes, first  # the batch sizer learns from the full-size job
 
     live: set[Job] = set()  # submitted and not finished: cancelled if the map stops early
     stopping = False
@@ -178,12 +203,9 @@ class _Stopped(Exception):
 
 def _value(outcome: tuple[bool, Any], return_exceptions: bool) -> Any:
     ok, payload = outcome
-    if ok:
+    if ok or return_exceptions:
         return payload
-    exc = payload if isinstance(payload, BaseException) else remote_exception(payload)
-    if return_exceptions:
-        return exc
-    raise exc
+    raise payload
 
 
 def _shift(path: str, start: int) -> str:

@@ -58,6 +58,9 @@ class TerminalReporter:
             self._write(stream, "".join(self._prefix(job) + line + "\n" for line in lines[:-1]))
 
     def status(self, job: JobView, status: str, worker: str | None) -> None:
+        if status == "RETRYING" and not self.quiet:  # always worth a line, even for a fast call
+            self._write("stderr", f"rpremote: {job.name}: {_retry_phrase(job)}\n")
+            return
         if self.quiet or time.monotonic() - job.submitted_at < SLOW_CALL_S:
             return
         phrase = _PHRASES.get(status, status.lower()).format(endpoint=job.endpoint,
@@ -88,6 +91,16 @@ class TerminalReporter:
         out = sys.stderr if stream == "stderr" else sys.stdout
         out.write(text)
         out.flush()
+
+
+def _retry_phrase(job: JobView) -> str:
+    attempts = getattr(job, "attempts", None) or [("?", None)]
+    job_id, exc = attempts[-1]
+    reason = type(exc).__name__ if exc is not None else "a failure"
+    first_line = str(exc).strip().splitlines()[0][:120] if exc is not None and str(exc).strip() else ""
+    if first_line:
+        reason += f": {first_line}"
+    return f"attempt {len(attempts)} (job {job_id}) failed with {reason}; retrying"
 
 
 def default_reporter() -> Reporter:

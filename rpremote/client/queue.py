@@ -1,7 +1,8 @@
-"""The RunPod Serverless queue API (``/v2/{endpoint}/...``), synchronously over httpx.
+"""The RunPod Serverless queue API (``/v2/{endpoint}/...``) over httpx, blocking or async.
 
 One client for every target: the local emulator and RunPod serve the same API. Errors are
-turned into rpremote errors that say what to do.
+turned into rpremote errors that say what to do. ``QueueClient`` and ``AsyncQueueClient``
+share every rule (``ROUTES``, ``_exchange``); only how a request is sent differs.
 
 Transient failures are retried with backoff, without ever duplicating a job: a request that
 never reached the server (connection refused, connect timeout) and one the server turned away
@@ -12,13 +13,15 @@ cancel, health; not run/runsync).
 
 from __future__ import annotations
 
-import time
+import asyncio
+import weakref
 from typing import Any
 
 import httpx
 
 from .. import platform as rp
 from ..errors import ConfigError, JobFailed, RpremoteError
+from .drive import Steps, adrive, drive, sleep
 
 
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -26,50 +29,45 @@ REFUSED_STATUSES = frozenset({429, 503})  # the server did not take the request
 MAYBE_TAKEN_STATUSES = frozenset({500, 502, 504})
 
 
-class QueueClient:
-    def __init__(self, base_url: str, api_key: str, *, where: str = "the endpoint server",
-                 transport: httpx.BaseTransport | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.where = where
-        self.http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            transport=transport,
-        )
+def _runsync(endpoint: str, body: dict[str, Any], wait_ms: int):
+    wait_ms = max(rp.RUNSYNC_WAIT_MIN_MS, min(rp.RUNSYNC_WAIT_MAX_MS, wait_ms))
+    return ("POST", f"/v2/{endpoint}/runsync",
+            dict(idempotent=False, json=body, params={"wait": wait_ms}, timeout=wait_ms / 1000 + 30))
 
-    def close(self) -> None:
-        self.http.close()
 
-    def run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/v2/{endpoint}/run", idempotent=False, json=body)
+# operation -> (method, path, options); "idempotent": may be sent again when it broke off.
+ROUTES = {
+    "run": lambda endpoint, body: (
+        "POST", f"/v2/{endpoint}/run", dict(idempotent=False, json=body)),
+    "runsync": _runsync,
+    "status": lambda endpoint, job_id: ("GET", f"/v2/{endpoint}/status/{job_id}", {}),
+    "stream": lambda endpoint, job_id: ("GET", f"/v2/{endpoint}/stream/{job_id}", dict(timeout=60)),
+    "cancel": lambda endpoint, job_id: ("POST", f"/v2/{endpoint}/cancel/{job_id}", {}),
+    "health": lambda endpoint: ("GET", f"/v2/{endpoint}/health", {}),
+}
 
-    def runsync(self, endpoint: str, body: dict[str, Any], wait_ms: int) -> dict[str, Any]:
-        wait_ms = max(rp.RUNSYNC_WAIT_MIN_MS, min(rp.RUNSYNC_WAIT_MAX_MS, wait_ms))
-        return self._call("POST", f"/v2/{endpoint}/runsync", idempotent=False, json=body,
-                          params={"wait": wait_ms}, timeout=wait_ms / 1000 + 30)
 
-    def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v2/{endpoint}/status/{job_id}")
+class _QueueApi:
+    """What both clients share: the retry rules and the reading of responses."""
 
-    def stream(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v2/{endpoint}/stream/{job_id}", timeout=60)
+    base_url: str
+    where: str
 
-    def cancel(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/v2/{endpoint}/cancel/{job_id}")
+    def _settings(self, api_key: str) -> dict[str, Any]:
+        return dict(base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"},
+                    timeout=httpx.Timeout(30.0, connect=5.0))
 
-    def health(self, endpoint: str) -> dict[str, Any]:
-        return self._call("GET", f"/v2/{endpoint}/health")
-
-    def _call(self, method: str, path: str, timeout: float | None = None, *,
-              idempotent: bool = True, **kw: Any) -> Any:
+    def _exchange(self, method: str, path: str, *, idempotent: bool = True,
+                  timeout: float | None = None, **kw: Any) -> Steps:
+        """Send (yield ``("send", method, path, options)``) with retries; the decoded body."""
+        options = dict(kw, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
         for delay in (*RETRY_DELAYS_S, None):
             try:
-                r = self.http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw)
+                r = yield ("send", method, path, options)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # never reached the server
                 if delay is None:
                     raise RpremoteError(f"cannot reach {self.where} at {self.base_url}: {e}") from e
-                time.sleep(delay)
+                yield sleep(delay)
                 continue
             except httpx.TransportError as e:
                 if not idempotent or delay is None:
@@ -78,12 +76,12 @@ class QueueClient:
                         + ("" if idempotent else "; not repeated, since the job may have been "
                            "queued already: check the endpoint's jobs before sending it again")
                     ) from e
-                time.sleep(delay)
+                yield sleep(delay)
                 continue
             retry = r.status_code in REFUSED_STATUSES or (
                 idempotent and r.status_code in MAYBE_TAKEN_STATUSES)
             if retry and delay is not None:
-                time.sleep(_retry_after(r, delay))
+                yield sleep(_retry_after(r, delay))
                 continue
             return self._response(method, path, r)
         raise AssertionError("unreachable")
@@ -97,8 +95,83 @@ class QueueClient:
                 message = r.json().get("error") or r.text
             except ValueError:
                 message = r.text
-            raise JobFailed(f"{method} {path} failed with HTTP {r.status_code}: {message}")
+            raise JobFailed(f"{method} {path} failed with HTTP {r.status_code}: {message}",
+                            http_status=r.status_code)
         return r.json()
+
+
+class QueueClient(_QueueApi):
+    """Blocking client; ``call("status", endpoint, job_id)`` or the named methods."""
+
+    def __init__(self, base_url: str, api_key: str, *, where: str = "the endpoint server",
+                 transport: httpx.BaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.where = where
+        self.http = httpx.Client(**self._settings(api_key), transport=transport)
+        self._api_key = api_key
+        self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def for_loop(self) -> "AsyncQueueClient":
+        """The async twin of this client for the running event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = self._async[loop] = AsyncQueueClient(self.base_url, self._api_key,
+                                                          where=self.where)
+        return client
+
+    def call(self, op: str, *args: Any) -> Any:
+        method, path, options = ROUTES[op](*args)
+        return drive(self._exchange(method, path, **options), self._send)
+
+    def _send(self, action: tuple) -> httpx.Response:
+        _, method, path, options = action
+        return self.http.request(method, path, **options)
+
+    def run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.call("run", endpoint, body)
+
+    def runsync(self, endpoint: str, body: dict[str, Any], wait_ms: int) -> dict[str, Any]:
+        return self.call("runsync", endpoint, body, wait_ms)
+
+    def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
+        return self.call("status", endpoint, job_id)
+
+    def stream(self, endpoint: str, job_id: str) -> dict[str, Any]:
+        return self.call("stream", endpoint, job_id)
+
+    def cancel(self, endpoint: str, job_id: str) -> dict[str, Any]:
+        return self.call("cancel", endpoint, job_id)
+
+    def health(self, endpoint: str) -> dict[str, Any]:
+        return self.call("health", endpoint)
+
+
+class AsyncQueueClient(_QueueApi):
+    """The same API on ``httpx.AsyncClient``: ``await client.call("status", endpoint, job_id)``.
+
+    An ``httpx.AsyncClient`` belongs to the event loop it first ran on; make one per loop.
+    """
+
+    def __init__(self, base_url: str, api_key: str, *, where: str = "the endpoint server",
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.where = where
+        self.http = httpx.AsyncClient(**self._settings(api_key), transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def call(self, op: str, *args: Any) -> Any:
+        method, path, options = ROUTES[op](*args)
+        return await adrive(self._exchange(method, path, **options), self._send)
+
+    async def _send(self, action: tuple) -> httpx.Response:
+        _, method, path, options = action
+        return await self.http.request(method, path, **options)
 
 
 def _retry_after(r: httpx.Response, default: float) -> float:

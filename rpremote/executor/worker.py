@@ -10,6 +10,11 @@ a taken job twice, sleeps 1 s whenever it believes it is full: a floor of 0.1-1 
 call. ``FastJobScaler`` keeps the SDK's fetch, handler, streaming, stop and heartbeat code and
 replaces only those two waits with events. It is used for the SDK versions it was checked
 against; ``RPREMOTE_STOCK_SCALER=1`` turns it off.
+
+A stopped job (cancel, timeout) gets ``JobStopped`` raised in its thread. Code that swallows
+it, or sits in a long C call, would keep the worker busy and billing: if the thread is still
+alive ``RPREMOTE_STOP_GRACE_S`` (default 10) seconds later, the worker exits, and the platform
+(or the local supervisor) starts a fresh one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from . import streams
 from .events import EventBuffer
 
 CHECKED_SDK_VERSIONS = ("1.12.",)
+STOP_GRACE_DEFAULT_S = 10.0
+STUCK_EXIT_CODE = 75  # EX_TEMPFAIL: "try again", the worker is replaced
 
 
 def make_handler(executor: Executor):
@@ -50,6 +57,8 @@ def make_handler(executor: Executor):
                     return
         except BaseException:  # stopped by the platform (CancelledError) or worker shutdown
             _interrupt(thread)
+            threading.Thread(target=_exit_if_stuck, args=(thread, stop_grace_s()),
+                             name="rpremote-stop-watch", daemon=True).start()
             raise
 
     return handler
@@ -68,6 +77,22 @@ def _interrupt(thread: threading.Thread) -> None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(thread.ident), ctypes.py_object(JobStopped)
         )
+
+
+def stop_grace_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get("RPREMOTE_STOP_GRACE_S", STOP_GRACE_DEFAULT_S)))
+    except ValueError:
+        return STOP_GRACE_DEFAULT_S
+
+
+def _exit_if_stuck(thread: threading.Thread, grace: float) -> None:
+    """Give a stopped job ``grace`` seconds to finish (its ``finally`` blocks), then exit."""
+    thread.join(grace)
+    if thread.is_alive():
+        print(f"rpremote: {thread.name} ignored the stop for {grace:g} s; exiting this worker "
+              "so that a fresh one replaces it", file=sys.__stderr__, flush=True)
+        os._exit(STUCK_EXIT_CODE)
 
 
 def fast_scaler_class():
