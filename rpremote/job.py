@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any, Iterator
 
@@ -37,6 +38,7 @@ FIRST_WAIT_MS = 1_000
 RETRYING = "RETRYING"  # between a failed attempt and the next (not a platform state)
 EXPIRED = "EXPIRED"  # the platform deleted the job (ttl); /status answers 404
 EMPTY_STREAM_BACKOFF_S = 0.25
+STATUS_FRESH_S = 0.5  # `job.status` asks the platform again when its news is older than this
 SHORT_WAIT_S = 5.0  # below this much time left, poll /status instead of holding a /stream
 MAX_KEPT_LOG_CHARS = 10 * 1024 * 1024
 
@@ -53,7 +55,9 @@ class Job:
         self.reporter = reporter
         self.call_id = call_id
         self.id: str | None = job_id
-        self.status: str | None = None
+        self._status: str | None = None
+        self._seen_at = 0.0  # when the platform last told us the status
+        self._lock = threading.RLock()  # a follower thread and `status` both absorb replies
         self.worker: str | None = None
         self.delay_time: float | None = None  # seconds in the queue
         self.execution_time: float | None = None  # seconds running
@@ -69,7 +73,26 @@ class Job:
         self._submission: tuple[dict[str, Any], dict[str, Any] | None, bool] | None = None
 
     def __repr__(self) -> str:
-        return f"<Job {self.id} {self.name} on {self.endpoint}: {self.status}>"
+        return f"<Job {self.id} {self.name} on {self.endpoint}: {self._status}>"
+
+    @property
+    def status(self) -> str | None:
+        """The platform's state (``IN_QUEUE``, ``IN_PROGRESS``, ``COMPLETED``, ...), asked afresh
+        when the last news is older than half a second; the last known one if the platform
+        cannot be reached (``refresh()`` raises instead)."""
+        if self.id is not None and not self.done and time.monotonic() - self._seen_at > STATUS_FRESH_S:
+            try:
+                self.refresh()
+            except Exception:
+                pass
+        return self._status
+
+    def refresh(self) -> str | None:
+        """Ask the platform for the job's state now (status, worker, times); returns the status."""
+        if self.id is None or self.done:
+            return self._status
+        self._absorb(drive(self._status_steps(), self._perform))
+        return self._status
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -240,13 +263,13 @@ class Job:
                 protocol.check_result(self.secret, self.call_id, event)
                 if event.get("i") != expected:
                     raise JobFailed(f"item {expected} of job {self.id} is missing "
-                                    f"(got item {event.get('i')})", self.id, self.status)
+                                    f"(got item {event.get('i')})", self.id, self._status)
                 expected += 1
                 yield loads(protocol.decode_blob(event["value"]))
         count = self._outcome()
         if isinstance(count, int) and count != expected:
             raise JobFailed(f"job {self.id} yielded {count} items but {expected} arrived",
-                            self.id, self.status)
+                            self.id, self._status)
 
     # -- retrying -----------------------------------------------------------------------------
 
@@ -264,13 +287,13 @@ class Job:
             if deadline is not None and time.monotonic() + delay >= deadline:
                 raise
             self.attempts.append((self.id or "?", exc))
-            self.status = RETRYING
+            self._status = RETRYING
             self.reporter.status(self, RETRYING, self.worker)
             return delay, exc
 
     def _again(self) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
         """Forget the failed attempt; the submission to send again."""
-        self.id = self.status = self.worker = self._result = self._final = None
+        self.id = self._status = self.worker = self._result = self._final = None
         self.delay_time = self.execution_time = None
         self._batches_seen = 0
         request, policy, sync = self._submission  # type: ignore[misc]
@@ -283,7 +306,7 @@ class Job:
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"job {self.id} ({self.name}) still {self.status} after the timeout")
+                raise TimeoutError(f"job {self.id} ({self.name}) still {self._status} after the timeout")
             if left < SHORT_WAIT_S:
                 # A /stream long-poll may be held longer than we may wait: look, then nap.
                 self._absorb((yield from self._status_steps()))
@@ -297,8 +320,9 @@ class Job:
             if e.http_status != 404:
                 raise
             self._gone()
-        for chunk in s.get("stream") or ():
-            self._batch(chunk.get("output"))
+        with self._lock:
+            for chunk in s.get("stream") or ():
+                self._batch(chunk.get("output"))
         status = s.get("status")
         if status in rp.TERMINAL_STATES or (status == rp.IN_PROGRESS and not self.worker):
             # /status has the times, the worker, and whatever output the stream did not carry.
@@ -320,7 +344,7 @@ class Job:
         ttl = (self._submission or ({}, None, False))[1] or {}
         why = (f"its ttl of {ttl['ttl'] / 1000:g} s (queue time plus run time) ran out"
                if "ttl" in ttl else "its ttl ran out or its result outlived the retention time")
-        self.status = EXPIRED
+        self._status = EXPIRED
         self._final = {"status": EXPIRED}
         self.reporter.finished(self, EXPIRED)
         raise JobExpired(f"job {self.id} ({self.name}) no longer exists on {self.endpoint}: {why}",
@@ -328,29 +352,31 @@ class Job:
 
     def _absorb(self, st: dict[str, Any]) -> None:
         """A full ``/status`` (or ``/runsync``) body."""
-        out = st.get("output")
-        if isinstance(out, list):
-            for batch in out[self._batches_seen:]:
-                self._batch(batch)
-        if st.get("status") in rp.TERMINAL_STATES:
-            self._finish(st)
-        else:
-            self._note_status(st)
+        with self._lock:
+            out = st.get("output")
+            if isinstance(out, list):
+                for batch in out[self._batches_seen:]:
+                    self._batch(batch)
+            if st.get("status") in rp.TERMINAL_STATES:
+                self._finish(st)
+            else:
+                self._note_status(st)
 
     def _note_status(self, st: dict[str, Any]) -> None:
         self.worker = st.get("workerId") or self.worker
         if st.get("delayTime") is not None:
             self.delay_time = st["delayTime"] / 1000
-        self.status = st.get("status", self.status)
-        self.reporter.status(self, self.status, self.worker)
+        self._status = st.get("status", self._status)
+        self._seen_at = time.monotonic()
+        self.reporter.status(self, self._status, self.worker)
 
     def _finish(self, st: dict[str, Any]) -> None:
         if self._final is not None:
             return
         self._note_times(st)
-        self.status = st["status"]
+        self._status = st["status"]
         self._final = st
-        self.reporter.finished(self, self.status)
+        self.reporter.finished(self, self._status)
 
     def _note_times(self, st: dict[str, Any]) -> None:
         self.worker = st.get("workerId") or self.worker
@@ -386,17 +412,17 @@ class Job:
             return decode_result(self._result, self.secret, self.call_id)
         st = self._final or {}
         where = f"job {self.id} ({self.name}) on {self.endpoint}"
-        if self.status == rp.TIMED_OUT:
-            raise JobTimeout(f"{where} ran past its execution timeout", self.id, self.status)
-        if self.status == rp.CANCELLED:
-            raise JobCancelled(f"{where} was cancelled", self.id, self.status)
-        if self.status == EXPIRED:
-            raise JobExpired(f"{where} no longer exists (its ttl ran out)", self.id, self.status)
+        if self._status == rp.TIMED_OUT:
+            raise JobTimeout(f"{where} ran past its execution timeout", self.id, self._status)
+        if self._status == rp.CANCELLED:
+            raise JobCancelled(f"{where} was cancelled", self.id, self._status)
+        if self._status == EXPIRED:
+            raise JobExpired(f"{where} no longer exists (its ttl ran out)", self.id, self._status)
         error = st.get("error") or "no error message"
         lost = _worker_lost(error)
         if lost:
             raise WorkerLost("WorkerLost", lost)
-        raise JobFailed(f"{where} failed without a result: {error}", self.id, self.status)
+        raise JobFailed(f"{where} failed without a result: {error}", self.id, self._status)
 
 
 def _worker_lost(error: str) -> str | None:

@@ -262,6 +262,29 @@ def test_cancelling_a_running_job_stops_the_remote_function(tmp_path):
     assert tick_into(str(tmp_path / "again"), 0.2) == "finished"  # the worker is still usable
 
 
+@remote(workers=(0, 1), idle_timeout=60)
+def write_after(path, seconds):
+    import pathlib
+    time.sleep(seconds)
+    pathlib.Path(path).write_text("ran")
+    return "ran"
+
+
+def test_cancelling_a_queued_job_removes_it_before_it_runs(tmp_path):
+    blocker = write_after.spawn(str(tmp_path / "first"), 3)  # the endpoint's only worker
+    queued = write_after.spawn(str(tmp_path / "second"), 0)
+    from conftest import wait_for
+    wait_for(lambda: blocker.status == "IN_PROGRESS", timeout=60, what="the first job running")
+    assert queued.status == "IN_QUEUE"
+    queued.cancel()
+    assert queued.status == "CANCELLED"
+    with pytest.raises(JobCancelled):
+        queued.result()
+    assert blocker.result(timeout=60) == "ran"
+    time.sleep(1.5)  # the worker is free now: a job left in the queue would run
+    assert not (tmp_path / "second").exists()
+
+
 def test_execution_timeout_raises_job_timeout_and_stops_the_function(tmp_path):
     from rpremote.errors import JobTimeout
     marker = tmp_path / "ticks"
