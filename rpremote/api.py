@@ -16,6 +16,7 @@ from typing import (
 
 from . import config
 from . import platform as rp
+from .capture.tensors import check_policy
 from .errors import ConfigError, UnpicklableError
 from .resources import Resources, make_resources
 from .retries import Retries, as_retries
@@ -31,8 +32,10 @@ class RemoteFunction(Generic[P, R]):
     """A function bound to resources; calling it runs it remotely and returns its value."""
 
     def __init__(self, fn: Callable[P, R], resources: Resources, timeout_s: float,
-                 ttl_s: float | None = None, retries: Retries | None = None):
+                 ttl_s: float | None = None, retries: Retries | None = None,
+                 result_device: str = "cpu"):
         self.fn = fn
+        self.result_device = result_device
         self.resources = resources
         self.timeout_s = timeout_s
         self.ttl_s = ttl_s
@@ -122,8 +125,10 @@ class RemoteFunction(Generic[P, R]):
         request, secret = self._request(args, kwargs)
         target = targets.current()
         endpoint = target.endpoint_for(self.resources)
+        target.blobs.ship(request)  # big pieces to the offload store (once), before sending
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
-                  reporter=default_reporter(), call_id=request["call"], retries=self.retries)
+                  reporter=default_reporter(), call_id=request["call"], retries=self.retries,
+                  fetch=target.blobs.fetch, result_device=self.result_device)
         return job, request
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -133,11 +138,11 @@ class RemoteFunction(Generic[P, R]):
     def _request(self, args: tuple, kwargs: dict) -> tuple[dict[str, Any], bytes]:
         """The signed request; raises before sending when something cannot be pickled."""
         from . import protocol
-        from .capture import dumps
+        from .capture import dumps, dumps_oob
 
         fn_bytes = dumps(self.fn, label=self.fn.__qualname__)
         try:
-            args_bytes = dumps((args, kwargs), label="(args, kwargs)")
+            args_bytes = dumps_oob((args, kwargs), label="(args, kwargs)")
         except UnpicklableError:
             dumps(args, label="args")  # re-raise with a path the user recognises
             dumps(kwargs, label="kwargs")
@@ -163,7 +168,7 @@ def remote(
     workers: int | tuple[int, int] = (0, rp.WORKERS_MAX_DEFAULT),
     idle_timeout: int = rp.IDLE_TIMEOUT_DEFAULT_S, timeout: float = 600,
     dependencies: list[str] | None = None, env: dict[str, str] | None = None,
-    ttl: float | None = None, retries: int | Retries | None = None,
+    ttl: float | None = None, retries: int | Retries | None = None, result_device: str = "cpu",
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
 
@@ -179,6 +184,7 @@ def remote(
     env: dict[str, str] | None = None,
     ttl: float | None = None,
     retries: int | Retries | None = None,
+    result_device: str = "cpu",
 ):
     """Run the decorated function remotely.
 
@@ -190,13 +196,19 @@ def remote(
     included (the platform's ``ttl``; default 24 h), after which it is deleted whatever its
     state. ``retries``: a count or ``rpremote.Retries(...)``; a lost worker, and exceptions
     named in ``Retries(on=...)``, are retried, ordinary exceptions are not. Functions with
-    different resources run on different endpoints.
+    different resources run on different endpoints. ``result_device``: where torch tensors
+    in results land here: ``"cpu"`` (default), ``"keep"`` (the device they were on, when this
+    machine has it) or a device such as ``"cuda:0"``.
     """
     resources = make_resources(gpu=gpu, gpu_count=gpu_count, workers=workers,
                                idle_timeout=idle_timeout, dependencies=dependencies, env=env)
     timeout_s = _check_timeout(timeout)
     ttl_s = _check_ttl(ttl)
     retry_policy = as_retries(retries)
+    try:
+        device = check_policy(result_device)
+    except ValueError as e:
+        raise ConfigError(f"result_device: {e}") from None
 
     def wrap(f: Callable) -> RemoteFunction:
         if not callable(f):
@@ -204,7 +216,7 @@ def remote(
         if retry_policy and (inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)):
             raise ConfigError(f"{f.__name__} is a generator function: it cannot be retried, since "
                               "the items it already delivered cannot be taken back; drop retries=")
-        return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy)
+        return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy, device)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -42,6 +42,12 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="result retention of /runsync jobs, s")
     t.add_argument("--webhook-retry-delay", type=float, default=rp.WEBHOOK_RETRY_DELAY_S,
                    help="delay between webhook attempts, s")
+    b = p.add_argument_group("offload store (big payloads)")
+    b.add_argument("--blob-ttl", type=float, default=24 * 3600.0,
+                   help="pieces unused this long are removed, s (default one day)")
+    b.add_argument("--blob-max-mb", type=int, default=8192, help="largest piece, MiB")
+    b.add_argument("--blob-total-mb", type=int, default=65536,
+                   help="store size; least recently used pieces go first, MiB")
     return p
 
 
@@ -114,6 +120,8 @@ def serve_main(argv: list[str]) -> int:
         ping_interval_ms=args.ping_interval, lost_after_s=args.lost_after,
         stop_grace_s=args.stop_grace, retention_run_s=args.retention_run,
         retention_sync_s=args.retention_sync, webhook_retry_delay_s=args.webhook_retry_delay,
+        blob_ttl_s=args.blob_ttl, blob_piece_max_mb=args.blob_max_mb,
+        blob_total_max_mb=args.blob_total_mb,
     )
     try:
         return serve(

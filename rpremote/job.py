@@ -20,11 +20,11 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import platform as rp
 from . import protocol
-from .capture import loads
+from .capture import devices, loads
 from .errors import (
     JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
     RemoteTraceback, ResultPicklingError, SignatureError, VersionMismatch, WorkerLost,
@@ -47,7 +47,8 @@ class Job:
     """A remote job: ``id``, ``status``, ``result()``, ``wait()``, ``cancel()``, ``logs``, ``events()``."""
 
     def __init__(self, queue, endpoint: str, *, secret: bytes, name: str, reporter: Reporter,
-                 call_id: str | None, job_id: str | None = None, retries: Retries | None = None):
+                 call_id: str | None, job_id: str | None = None, retries: Retries | None = None,
+                 fetch: protocol.Fetch | None = None, result_device: str = "cpu"):
         self.queue = queue
         self.endpoint = endpoint
         self.secret = secret
@@ -69,6 +70,8 @@ class Job:
         self._result: dict[str, Any] | None = None
         self._final: dict[str, Any] | None = None
         self.retries = retries
+        self.fetch = fetch  # big pieces of results come from the target's offload store
+        self.result_device = result_device  # where tensors in results land (capture.tensors)
         self.attempts: list[tuple[str, BaseException]] = []  # (job id, why) of failed tries
         self._submission: tuple[dict[str, Any], dict[str, Any] | None, bool] | None = None
 
@@ -142,8 +145,10 @@ class Job:
         from .report import default_reporter
 
         secret, _ = config.secret_source()
-        job = cls(targets.current().queue, endpoint, secret=secret, name=name or job_id,
-                  reporter=default_reporter(), call_id=None, job_id=job_id)
+        target = targets.current()
+        job = cls(target.queue, endpoint, secret=secret, name=name or job_id,
+                  reporter=default_reporter(), call_id=None, job_id=job_id,
+                  fetch=target.blobs.fetch)
         job._absorb(drive(job._status_steps(), job._perform))
         return job
 
@@ -265,7 +270,7 @@ class Job:
                     raise JobFailed(f"item {expected} of job {self.id} is missing "
                                     f"(got item {event.get('i')})", self.id, self._status)
                 expected += 1
-                yield loads(protocol.decode_blob(event["value"]))
+                yield self._load(event["value"])
         count = self._outcome()
         if isinstance(count, int) and count != expected:
             raise JobFailed(f"job {self.id} yielded {count} items but {expected} arrived",
@@ -399,6 +404,11 @@ class Job:
             elif kind == protocol.RESULT:
                 self._result = event
 
+    def _load(self, blob: dict[str, Any]) -> Any:
+        """Unpickle a signed blob: big pieces from the store, tensors onto ``result_device``."""
+        with devices(self.result_device):
+            return loads(*protocol.decode_parts(blob, self.fetch))
+
     def _keep_log(self, text: str) -> None:
         self._logs.append(text)
         self._log_chars += len(text)
@@ -409,7 +419,7 @@ class Job:
 
     def _outcome(self) -> Any:
         if self._result is not None:
-            return decode_result(self._result, self.secret, self.call_id)
+            return decode_result(self._result, self.secret, self.call_id, self._load)
         st = self._final or {}
         where = f"job {self.id} ({self.name}) on {self.endpoint}"
         if self._status == rp.TIMED_OUT:
@@ -435,12 +445,17 @@ def _worker_lost(error: str) -> str | None:
     return None
 
 
-def decode_result(event: dict[str, Any], secret: bytes, call_id: str | None) -> Any:
+def decode_result(event: dict[str, Any], secret: bytes, call_id: str | None,
+                  load: Callable[[dict[str, Any]], Any] | None = None) -> Any:
     """The value of a signed result event, or raise the remote failure faithfully."""
     protocol.check_result(secret, call_id, event)
     if event.get("ok"):
-        return loads(protocol.decode_blob(event["value"]))
+        return (load or _load_inline)(event["value"])
     raise remote_exception(event.get("error") or {})
+
+
+def _load_inline(blob: dict[str, Any]) -> Any:
+    return loads(*protocol.decode_parts(blob))
 
 
 def remote_exception(err: dict[str, Any]) -> BaseException:
@@ -461,7 +476,7 @@ def remote_exception(err: dict[str, Any]) -> BaseException:
         return ResultPicklingError(type_name, message, tb, module)
     if kind == protocol.EXCEPTION and err.get("pickled"):
         try:
-            original = loads(protocol.decode_blob(err["pickled"]))
+            original = loads(*protocol.decode_parts(err["pickled"]))
         except Exception:
             original = None
         if isinstance(original, BaseException):

@@ -16,7 +16,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import protocol
-from .capture import dumps
+from .capture import dumps, dumps_oob
 from .errors import ConfigError, UnpicklableError
 from .job import Job, remote_exception
 
@@ -111,12 +111,14 @@ def run_map(
     def run_job(batch: list[tuple[tuple, dict]], start: int) -> tuple[list[Any], Job]:
         """One job running ``batch``: an outcome per item, exceptions as exception objects."""
         try:
-            payload = dumps(batch, label="map inputs")
+            payload = dumps_oob(batch, label="map inputs")
         except UnpicklableError as e:
             raise UnpicklableError(_shift(e.path, start), e.type_name, e.reason) from None
         request = protocol.call_request(secret, fn_bytes, payload, name=name, kind=protocol.MAP)
+        target.blobs.ship(request)
         job = Job(target.queue, endpoint, secret=secret, name=rf.fn.__name__,
-                  reporter=reporter, call_id=request["call"])
+                  reporter=reporter, call_id=request["call"], fetch=target.blobs.fetch,
+                  result_device=rf.result_device)
         if stopping:
             raise _Stopped()
         live.add(job)

@@ -4,11 +4,15 @@ A job's ``input`` is a request envelope; the worker streams back events. Pickles
 every request and every result is signed with HMAC-SHA256 under the user's secret, and each
 side checks the signature *before* unpickling anything.
 
-Blobs (pickled bytes) travel as ``{"sha256", "size", "z", "b64"}``. Signatures cover a blob's
-digest, not its text, so signing is one hash of the bytes and a blob can later move out of
-band (offload store) without changing what is signed; ``decode_blob`` checks the digest.
+A blob (a pickle) is a *piece*, ``{"b3", "size", "z", "b64"}`` inline or ``{"b3", "size",
+"ref": 1}`` when it lives in the offload store, plus, for pickle-5 out-of-band buffers (numpy
+arrays, tensors), ``"buffers": [piece, ...]``. Pieces of ``OFFLOAD_MIN_BYTES`` or more always go
+by reference: until the sender ships them they carry their bytes under ``"_raw"`` (which makes
+the envelope unserializable, on purpose). ``b3`` is the BLAKE3 digest: the content address in
+the store, and what signatures cover, so signing is one hash of the bytes and a piece can move
+out of band without changing what is signed; ``decode_parts`` checks every digest.
 
-Stdlib only: the worker imports this without the client.
+Stdlib and blake3 only: the worker imports this without the client.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import json
 import sys
 import uuid
 import zlib
-from typing import Any
+from typing import Any, Callable, Sequence
+
+from blake3 import blake3
 
 from .errors import SignatureError, VersionMismatch
 
@@ -46,6 +52,15 @@ REFUSED_INPUT = "refused_input"
 INTERNAL = "internal"
 
 _COMPRESS_MIN = 4096
+# A piece this big or bigger goes through the offload store, never inline: well under RunPod's
+# 10 MB /run limit after base64, and where out-of-band transfer starts to pay.
+OFFLOAD_MIN_BYTES = 1024 * 1024
+# A function (with the user's modules it carries) goes by reference from this size: a worker
+# that has it cached by digest fetches nothing, and an unchanged module is uploaded once.
+FUNCTION_OFFLOAD_MIN_BYTES = 16 * 1024
+_THREADED_HASH_MIN = 8 * 1024 * 1024
+
+Fetch = Callable[[str, int], Any]  # (digest, size) -> a bytes-like object from the store
 
 
 def python_version() -> str:
@@ -60,38 +75,103 @@ def new_call_id() -> str:
 # -- blobs ------------------------------------------------------------------------------------
 
 
-def encode_blob(raw: bytes) -> dict[str, Any]:
-    """Bytes -> JSON-safe blob; zlib (fast level) only where it saves a tenth or more."""
-    blob: dict[str, Any] = {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw), "z": 0}
-    data = raw
-    if len(raw) >= _COMPRESS_MIN:
-        packed = zlib.compress(raw, 1)
-        if len(packed) < 0.9 * len(raw):
-            blob["z"], data = 1, packed
-    blob["b64"] = base64.b64encode(data).decode("ascii")
+def digest(data: Any) -> str:
+    """BLAKE3 hex digest of a bytes-like object (all cores for big ones)."""
+    if len(memoryview(data).cast("B")) >= _THREADED_HASH_MIN:
+        return blake3(data, max_threads=blake3.AUTO).hexdigest()
+    return blake3(data).hexdigest()
+
+
+def _piece(raw: Any, offload_min: int = OFFLOAD_MIN_BYTES) -> dict[str, Any]:
+    """One run of bytes: inline (zlib where it saves a tenth) or, when big, by reference."""
+    view = memoryview(raw).cast("B")
+    piece: dict[str, Any] = {"b3": digest(view), "size": view.nbytes}
+    if view.nbytes >= offload_min:
+        piece["ref"] = 1
+        piece["_raw"] = view
+        return piece
+    data: Any = view
+    piece["z"] = 0
+    if view.nbytes >= _COMPRESS_MIN:
+        packed = zlib.compress(view, 1)
+        if len(packed) < 0.9 * view.nbytes:
+            piece["z"], data = 1, packed
+    piece["b64"] = base64.b64encode(data).decode("ascii")
+    return piece
+
+
+def encode_blob(raw: Any, buffers: Sequence[Any] = (), *,
+                offload_min: int = OFFLOAD_MIN_BYTES) -> dict[str, Any]:
+    """A pickle (and its out-of-band buffers) -> a JSON-safe blob, big pieces by reference."""
+    blob = _piece(raw, offload_min)
+    if buffers:
+        blob["buffers"] = [_piece(b) for b in buffers]
     return blob
 
 
-def decode_blob(blob: dict[str, Any]) -> bytes:
-    """JSON blob -> bytes, refusing bytes whose digest is not the one that was signed."""
+def _decode_piece(piece: dict[str, Any], fetch: Fetch | None) -> Any:
     try:
-        data = base64.b64decode(blob["b64"])
-        raw = zlib.decompress(data) if blob.get("z") else data
+        if piece.get("ref"):
+            if fetch is None:
+                raise SignatureError(
+                    f"a {piece['size']:,}-byte piece is in an offload store, but none is "
+                    "configured here (see the README, 'Big payloads')")
+            data = fetch(piece["b3"], int(piece["size"]))
+        else:
+            data = base64.b64decode(piece["b64"])
+            if piece.get("z"):
+                data = zlib.decompress(data)
     except (KeyError, TypeError, ValueError, zlib.error) as e:
         raise SignatureError(f"malformed blob ({e}); refusing to unpickle it") from None
-    if hashlib.sha256(raw).hexdigest() != blob.get("sha256"):
+    if len(data) != piece.get("size") or digest(data) != piece.get("b3"):
         raise SignatureError("blob content does not match its signed digest; refusing to unpickle it")
-    return raw
+    return data
+
+
+def decode_parts(blob: dict[str, Any], fetch: Fetch | None = None) -> tuple[Any, list[Any]]:
+    """The pickle and its out-of-band buffers, every digest checked (pieces fetched by ref)."""
+    main = _decode_piece(blob, fetch)
+    return main, [_decode_piece(p, fetch) for p in blob.get("buffers") or ()]
+
+
+def decode_blob(blob: dict[str, Any], fetch: Fetch | None = None) -> bytes:
+    """The bytes of a blob that has no out-of-band buffers (a function, an exception)."""
+    main, buffers = decode_parts(blob, fetch)
+    if buffers:
+        raise SignatureError("unexpected out-of-band buffers in this blob; refusing it")
+    return main
+
+
+def pending_pieces(envelope: Any) -> list[dict[str, Any]]:
+    """Pieces by reference whose bytes the sender still holds (``"_raw"``): to ship first."""
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "_raw" in value:
+                found.append(value)
+            for v in value.values():
+                if isinstance(v, (dict, list)):
+                    walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(envelope)
+    return found
 
 
 def _is_blob(value: Any) -> bool:
-    return isinstance(value, dict) and "sha256" in value and "size" in value
+    return isinstance(value, dict) and "b3" in value and "size" in value
 
 
 def _signable(value: Any) -> Any:
-    """The envelope as it is signed: blobs reduced to their digest and size."""
+    """The envelope as it is signed: pieces reduced to their digest and size."""
     if _is_blob(value):
-        return {"sha256": value["sha256"], "size": value["size"]}
+        reduced = {"b3": value["b3"], "size": value["size"]}
+        if value.get("buffers"):
+            reduced["buffers"] = [_signable(b) for b in value["buffers"]]
+        return reduced
     if isinstance(value, dict):
         return {k: _signable(v) for k, v in value.items() if k != "sig"}
     if isinstance(value, list):
@@ -119,17 +199,18 @@ def is_signed_by(secret: bytes | None, envelope: dict[str, Any]) -> bool:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def call_request(secret: bytes, fn: bytes, args: bytes, *, name: str, kind: str = CALL) -> dict[str, Any]:
+def call_request(secret: bytes, fn: bytes, args: Any, *, name: str, kind: str = CALL) -> dict[str, Any]:
     """A signed request to call ``fn``: ``args`` is a pickled ``(args, kwargs)`` for a call,
-    a pickled list of them for a map batch (the result is then a list of outcomes)."""
+    a pickled list of them for a map batch (the result is then a list of outcomes); either
+    bytes or ``(bytes, out-of-band buffers)``."""
     return sign(secret, {
         "rpremote": PROTOCOL_VERSION,
         "kind": kind,
         "call": new_call_id(),
         "python": python_version(),
         "name": name,
-        "fn": encode_blob(fn),
-        "args": encode_blob(args),
+        "fn": encode_blob(fn, offload_min=FUNCTION_OFFLOAD_MIN_BYTES),
+        "args": _encode(args),
     })
 
 
@@ -176,26 +257,31 @@ def log_event(stream: str, data: str) -> dict[str, Any]:
     return {"t": LOG, "stream": stream, "data": data}
 
 
-def item_event(secret: bytes | None, call_id: str, index: int, value: bytes) -> dict[str, Any]:
+def _encode(pickled: Any) -> dict[str, Any]:
+    """``bytes`` or ``(bytes, buffers)`` -> blob."""
+    return encode_blob(*pickled) if isinstance(pickled, tuple) else encode_blob(pickled)
+
+
+def item_event(secret: bytes | None, call_id: str, index: int, value: Any) -> dict[str, Any]:
     """One yielded value; signed like a result and numbered so none can be dropped or reordered."""
-    event = {"t": ITEM, "call": call_id, "i": index, "value": encode_blob(value)}
+    event = {"t": ITEM, "call": call_id, "i": index, "value": _encode(value)}
     return sign(secret, event) if secret else event
 
 
 def error_info(kind: str, type_name: str, message: str, traceback: str = "", module: str = "",
-               pickled: bytes | None = None, **extra: Any) -> dict[str, Any]:
+               pickled: Any = None, **extra: Any) -> dict[str, Any]:
     """What a failure is, in a form both sides read without unpickling (``pickled`` aside)."""
     error: dict[str, Any] = {
         "kind": kind, "type": type_name, "module": module, "message": message,
         "traceback": traceback, **extra,
     }
     if pickled is not None:
-        error["pickled"] = encode_blob(pickled)
+        error["pickled"] = _encode(pickled)
     return error
 
 
-def ok_result(secret: bytes | None, call_id: str, value: bytes) -> dict[str, Any]:
-    return _signed_result(secret, {"t": RESULT, "call": call_id, "ok": True, "value": encode_blob(value)})
+def ok_result(secret: bytes | None, call_id: str, value: Any) -> dict[str, Any]:
+    return _signed_result(secret, {"t": RESULT, "call": call_id, "ok": True, "value": _encode(value)})
 
 
 def error_result(
@@ -206,7 +292,7 @@ def error_result(
     message: str,
     traceback: str = "",
     module: str = "",
-    pickled: bytes | None = None,
+    pickled: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
     error = error_info(kind, type_name, message, traceback, module, pickled, **extra)

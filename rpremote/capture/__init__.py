@@ -9,6 +9,8 @@ is sent.
 Light on purpose: importing this imports only cloudpickle and the standard library.
 """
 
-from .pickling import by_value_modules, dumps, dumps_result, is_installed_module, loads
+from .pickling import Pickled, by_value_modules, dumps, dumps_oob, dumps_result, is_installed_module, loads
+from .tensors import devices
 
-__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["Pickled", "dumps", "dumps_oob", "dumps_result", "loads", "devices", "by_value_modules",
+           "is_installed_module"]

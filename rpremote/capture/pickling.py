@@ -19,6 +19,7 @@ import dis
 import io
 import functools
 import os
+import pickle
 import site
 import sys
 import sysconfig
@@ -31,8 +32,9 @@ import cloudpickle
 from cloudpickle.cloudpickle import _should_pickle_by_reference
 
 from ..errors import UnpicklableError
+from .tensors import reduce_tensor
 
-__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["Pickled", "dumps", "dumps_oob", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
 
 PROTOCOL = 5
 # Bounds for the walk and the failure search: deep or cyclic data must not recurse without end,
@@ -44,18 +46,39 @@ _SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray, range)
 _GLOBAL_OPS = frozenset(dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"))
 # cloudpickle mutates a process-wide registry; one dumps at a time may change it.
 _REGISTRY_LOCK = threading.RLock()
+# Buffers smaller than this stay inside the pickle: a separate piece costs more than it saves.
+OUT_OF_BAND_MIN_BYTES = 64 * 1024
+
+Pickled = tuple[bytes, list[memoryview]]  # the pickle and its out-of-band buffers
+
+
+class _Buffers(list):
+    """A pickle-5 ``buffer_callback``: big buffers out of band (kept here), small ones inside."""
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < OUT_OF_BAND_MIN_BYTES:
+            return True
+        self.append(raw)
+        return False
 
 
 def dumps(obj: Any, *, label: str = "value") -> bytes:
-    """Pickle ``obj`` (protocol 5) with the user's own modules by value.
+    """Pickle ``obj`` (protocol 5) with the user's own modules by value, all in one stream.
 
     Raises UnpicklableError, whose path starts with ``label``, when something cannot be pickled.
     """
-    data, _ = _pickle_by_value(obj, label)
+    data, _, _ = _pickle_by_value(obj, label, oob=False)
     return data
 
 
-def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
+def dumps_oob(obj: Any, *, label: str = "value") -> Pickled:
+    """``dumps``, with big buffers (numpy arrays, tensors) out of band: never copied here."""
+    data, buffers, _ = _pickle_by_value(obj, label, oob=True)
+    return data, buffers
+
+
+def _pickle_by_value(obj: Any, label: str, oob: bool) -> tuple[bytes, list[memoryview], list[str]]:
     """Pickle, noting functions/classes/modules that would go by reference from the user's own
     modules; register those modules by value and pickle again until nothing new turns up.
 
@@ -68,8 +91,9 @@ def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
         try:
             for _ in range(_MAX_ROUNDS):
                 found: dict[str, types.ModuleType] = {}
+                buffers = _Buffers() if oob else None
                 try:
-                    data = _DetectingPickler.dump_bytes(obj, found)
+                    data = _DetectingPickler.dump_bytes(obj, found, buffers)
                 except Exception as err:
                     # Searched while the modules are still registered, so parts pickle as they did.
                     path, culprit, cause = _locate(obj, label, err)
@@ -77,12 +101,12 @@ def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
                     raise UnpicklableError(path, _type_name(culprit), reason) from cause
                 new = [m for name, m in found.items() if name not in already]
                 if not new:
-                    return data, [m.__name__ for m in added]
+                    return data, list(buffers or ()), [m.__name__ for m in added]
                 for module in new:
                     cloudpickle.register_pickle_by_value(module)
                     already.add(module.__name__)
                     added.append(module)
-            return data, [m.__name__ for m in added]
+            return data, list(buffers or ()), [m.__name__ for m in added]
         finally:
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
@@ -91,17 +115,22 @@ def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
 class _DetectingPickler(cloudpickle.Pickler):
     """cloudpickle's pickler, noting the user's modules that it would pickle by reference."""
 
-    def __init__(self, file: io.BytesIO, found: dict[str, types.ModuleType]):
-        super().__init__(file, protocol=PROTOCOL)
+    def __init__(self, file: io.BytesIO, found: dict[str, types.ModuleType],
+                 buffers: _Buffers | None = None):
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers)
         self.found = found
 
     @classmethod
-    def dump_bytes(cls, obj: Any, found: dict[str, types.ModuleType]) -> bytes:
+    def dump_bytes(cls, obj: Any, found: dict[str, types.ModuleType],
+                   buffers: _Buffers | None = None) -> bytes:
         buf = io.BytesIO()
-        cls(buf, found).dump(obj)
+        cls(buf, found, buffers).dump(obj)
         return buf.getvalue()
 
     def reducer_override(self, obj: Any) -> Any:
+        reduced = reduce_tensor(obj)
+        if reduced is not NotImplemented:
+            return reduced
         module = _module_by_reference(obj)
         if module is not None and not is_installed_module(module):
             self.found.setdefault(module.__name__, module)
@@ -123,22 +152,36 @@ def _module_by_reference(obj: Any) -> types.ModuleType | None:
     return None
 
 
-def dumps_result(obj: Any, *, label: str = "result") -> bytes:
-    """Pickle what a worker sends back: plain cloudpickle, no module walk.
+class _ResultPickler(cloudpickle.Pickler):
+    """cloudpickle with tensors as raw buffers (see ``tensors``)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = reduce_tensor(obj)
+        if reduced is not NotImplemented:
+            return reduced
+        return super().reducer_override(obj)
+
+
+def dumps_result(obj: Any, *, label: str = "result") -> Pickled:
+    """Pickle what a worker sends back, big buffers out of band; no module walk.
 
     The client has the user's modules, and classes that came here by value are not importable
     here, so cloudpickle already sends them by value; the walk (which costs microseconds per
     object, milliseconds for a batch of thousands) only runs to name the culprit on failure.
     """
+    buffers = _Buffers()
+    out = io.BytesIO()
     try:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)
+        _ResultPickler(out, protocol=PROTOCOL, buffer_callback=buffers).dump(obj)
     except Exception:
-        return dumps(obj, label=label)  # raises UnpicklableError with the path
+        dumps(obj, label=label)  # raises UnpicklableError with the path
+        raise
+    return out.getvalue(), list(buffers)
 
 
-def loads(data: bytes) -> Any:
-    """Unpickle what ``dumps`` produced (here for symmetry; cloudpickle does the work)."""
-    return cloudpickle.loads(data)
+def loads(data: Any, buffers: Any = ()) -> Any:
+    """Unpickle what ``dumps``/``dumps_oob``/``dumps_result`` produced."""
+    return pickle.loads(data, buffers=buffers)
 
 
 def by_value_modules(obj: Any) -> list[str]:
@@ -147,7 +190,7 @@ def by_value_modules(obj: Any) -> list[str]:
     These are the non-installed modules (not ``__main__``, which cloudpickle handles itself)
     whose functions, classes or module objects pickling ``obj`` reaches.
     """
-    return _pickle_by_value(obj, "value")[1]
+    return _pickle_by_value(obj, "value", oob=False)[2]
 
 
 def is_installed_module(module: types.ModuleType) -> bool:

@@ -159,6 +159,17 @@ class LocalEmulator:
             f"the local emulator did not answer within {START_TIMEOUT_S} s; log: {log_path}"
         )
 
+    def info(self) -> dict[str, Any]:
+        """The emulator's ``/rpremote/v1/info`` (version, state dir, offload store)."""
+        try:
+            r = httpx.get(f"{self.url}/rpremote/v1/info",
+                          headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        except httpx.TransportError as e:
+            raise EmulatorUnavailable(f"the local emulator at {self.url} stopped answering: {e}") from e
+        if r.status_code != 200:
+            raise EmulatorUnavailable(f"the local emulator answered /info with {r.status_code}: {r.text}")
+        return r.json()
+
     def ensure_endpoint(self, resources: Resources, secret_env: dict[str, str]) -> str:
         """Create the endpoint for ``resources`` (or find it unchanged) and return its id."""
         name = resources.endpoint_name

@@ -9,7 +9,10 @@ from __future__ import annotations
 import sys
 import threading
 
+import os
+
 from .. import config
+from ..blobs import DirectoryStore, HttpStore, Shipper
 from ..errors import TargetNotAvailable
 from ..resources import Resources
 from .local import LocalEmulator
@@ -23,7 +26,19 @@ class LocalTarget:
         self.emulator = LocalEmulator.connect()
         self.queue = QueueClient(self.emulator.url, self.emulator.key,
                                  where=f"the local emulator (pid {self.emulator.pid})")
+        self.blobs = Shipper(self._blob_store())
         self._announced: set[str] = set()
+
+    def _blob_store(self) -> DirectoryStore | HttpStore:
+        """The emulator's offload store: its directory when this process can write it (the
+        same machine; ~memory speed), else over HTTP (``RPREMOTE_BLOB_TRANSPORT=http`` forces)."""
+        info = self.emulator.info()
+        where = info.get("blobs") or {}
+        directory = where.get("dir")
+        if (directory and os.environ.get("RPREMOTE_BLOB_TRANSPORT") != "http"
+                and os.access(directory, os.W_OK)):
+            return DirectoryStore(directory)
+        return HttpStore(self.emulator.url + where.get("url", "/rpremote/v1/blobs"), self.emulator.key)
 
     def endpoint_for(self, resources: Resources) -> str:
         secret, secret_file = config.secret_source()

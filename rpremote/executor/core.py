@@ -17,12 +17,15 @@ from types import CoroutineType, TracebackType
 from typing import Any, Callable
 
 from .. import protocol
-from ..capture import dumps_result, loads
+from ..blobs import NO_STORE_HINT, CachedFetch, OffloadError, Shipper
+from ..capture import devices, dumps_result, loads
 from ..errors import SignatureError, UnpicklableError, VersionMismatch
 from . import streams
 from .events import EventBuffer
 
 FUNCTION_CACHE_SIZE = 64
+# Pieces fetched over HTTP kept in memory, so repeated calls with the same weights fetch once.
+FETCH_CACHE_BYTES = int(os.environ.get("RPREMOTE_FETCH_CACHE_MB", "2048")) * 1024 * 1024
 
 
 class JobStopped(BaseException):
@@ -50,8 +53,15 @@ class Executor:
     there on the next call. A changed function is a new object with fresh globals.
     """
 
-    def __init__(self, secret: bytes | None):
+    def __init__(self, secret: bytes | None, store: Any | None = None):
         self.secret = secret
+        # Big pieces of requests come from, and of results go to, the offload store.
+        self.store = store
+        self.shipper = Shipper(store) if store is not None else None
+        self.fetch = None
+        if store is not None:
+            self.fetch = (CachedFetch(store, FETCH_CACHE_BYTES) if store.kind == "http"
+                          else store.get)
         self._functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -67,18 +77,19 @@ class Executor:
         try:
             protocol.check_request(self.secret, request)
         except SignatureError as e:
-            return out.put(self._refusal(call_id, protocol.REFUSED_SIGNATURE, e))
+            return self._put(out, self._refusal(call_id, protocol.REFUSED_SIGNATURE, e))
         except VersionMismatch as e:
-            return out.put(self._refusal(call_id, protocol.REFUSED_VERSION, e))
+            return self._put(out, self._refusal(call_id, protocol.REFUSED_VERSION, e))
         except ValueError as e:
-            return out.put(self._refusal(call_id, protocol.REFUSED_INPUT, e))
+            return self._put(out, self._refusal(call_id, protocol.REFUSED_INPUT, e))
 
         with streams.captured(out.log):
             try:
                 fn = self._function(request["fn"])
-                payload = loads(protocol.decode_blob(request["args"]))
+                with devices("keep"):
+                    payload = loads(*protocol.decode_parts(request["args"], self.fetch))
             except BaseException as e:  # e.g. a by-reference module missing on the worker
-                return out.put(self._exception(call_id, e, e.__traceback__,
+                return self._put(out, self._exception(call_id, e, e.__traceback__,
                                                note="while unpickling the function or its arguments"))
             try:
                 if request["kind"] == protocol.MAP:
@@ -88,16 +99,16 @@ class Executor:
             except JobStopped:
                 raise
             except UnpicklableError as e:  # an item that cannot travel
-                return out.put(self._unpicklable(call_id, e))
+                return self._put(out, self._unpicklable(call_id, e))
             except BaseException as e:
-                return out.put(self._exception(call_id, e, _user_frames(e.__traceback__)))
+                return self._put(out, self._exception(call_id, e, _user_frames(e.__traceback__)))
         try:
             blob = dumps_result(value, label="result")
         except UnpicklableError as e:
             if request["kind"] != protocol.MAP:
-                return out.put(self._unpicklable(call_id, e))
+                return self._put(out, self._unpicklable(call_id, e))
             blob = dumps_result(self._isolate_unpicklable(value))
-        out.put(protocol.ok_result(self.secret, call_id, blob))
+        self._put(out, protocol.ok_result(self.secret, call_id, blob))
 
     def _call(self, fn: Callable[..., Any], args: tuple, kwargs: dict, call_id: str | None,
               out: EventBuffer) -> Any:
@@ -147,7 +158,7 @@ class Executor:
 
         def send(item: Any) -> None:
             nonlocal count
-            out.put(protocol.item_event(self.secret, call_id, count,
+            self._put(out, protocol.item_event(self.secret, call_id, count,
                                         dumps_result(item, label=f"item[{count}]")))
             count += 1
 
@@ -169,18 +180,38 @@ class Executor:
         )
 
     def _function(self, blob: dict[str, Any]) -> Callable[..., Any]:
-        key = blob["sha256"]
+        key = blob["b3"]
         with self._cache_lock:
             fn = self._functions.get(key)
             if fn is not None:
                 self._functions.move_to_end(key)
                 return fn
-        fn = loads(protocol.decode_blob(blob))
+        fn = loads(protocol.decode_blob(blob, self.fetch))
         with self._cache_lock:
             self._functions[key] = fn
             while len(self._functions) > FUNCTION_CACHE_SIZE:
                 self._functions.popitem(last=False)
         return fn
+
+    def _put(self, out: EventBuffer, event: dict[str, Any]) -> None:
+        """Send an event, its big pieces through the offload store first."""
+        if protocol.pending_pieces(event):
+            try:
+                self._ship(event)
+            except OffloadError as e:
+                if event.get("t") == protocol.ITEM:
+                    raise  # fails the generator, whose result says why
+                event = protocol.error_result(self.secret, event.get("call"), protocol.RESULT_PICKLING,
+                                              "OffloadError", f"the function ran, but {e}",
+                                              module="rpremote.blobs")
+        out.put(event)
+
+    def _ship(self, event: dict[str, Any]) -> None:
+        if self.shipper is None:
+            size = sum(p["size"] for p in protocol.pending_pieces(event))
+            raise OffloadError(f"what it sends back holds {size:,} bytes in pieces too big to "
+                               f"send inline, and this worker has no offload store: {NO_STORE_HINT}")
+        self.shipper.ship(event)
 
     def _refusal(self, call_id: str | None, kind: str, err: Exception) -> dict[str, Any]:
         return protocol.error_result(self.secret, call_id, kind, type(err).__name__, str(err),

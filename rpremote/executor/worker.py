@@ -27,6 +27,7 @@ import sys
 import threading
 from typing import Any, AsyncIterator
 
+from ..blobs import store_from_env
 from .core import Executor, JobStopped, load_secret
 from . import streams
 from .events import EventBuffer
@@ -188,6 +189,6 @@ def main() -> None:
     # batch). Frozen objects are never collected, and never were going to be.
     gc.freeze()
     runpod.serverless.start({
-        "handler": make_handler(Executor(secret)),
+        "handler": make_handler(Executor(secret, store_from_env())),
         "return_aggregate_stream": True,
     })

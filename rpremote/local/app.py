@@ -130,12 +130,32 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
         engine.ping(p["ep"], p["worker"], dict(request.query_params))
         return JSONResponse({})
 
+    # -- offload store (not RunPod's: big payloads, see local/blobs.py) -------------------------
+
+    def blob_route(handler: Callable[..., Awaitable[Response]]):
+        async def endpoint(request: Request) -> Response:
+            if not authorized(request, api_key, engine.worker_token):
+                return _error(401, "401 Unauthorized: the offload store takes the emulator's API "
+                                   "key or a worker's RUNPOD_AI_API_KEY")
+            return await _guard(handler, request)
+        return endpoint
+
+    async def blob_put(request: Request) -> Response:
+        return await engine.blobs.put(request, request.path_params["key"])
+
+    async def blob_get(request: Request) -> Response:
+        return engine.blobs.get(request.path_params["key"], head=request.method == "HEAD")
+
+    async def blob_stats(request: Request) -> Response:
+        return JSONResponse(engine.blobs.stats())
+
     # -- admin API (not RunPod's: local endpoint management) ----------------------------------
 
     async def info(request: Request) -> Response:
         return JSONResponse({
             "rpremote": __version__, "pid": os.getpid(), "state": str(engine.state_dir),
             "endpoints": sorted(engine.endpoints),
+            "blobs": {"url": "/rpremote/v1/blobs", "dir": str(engine.blobs.root)},
         })
 
     async def list_endpoints(request: Request) -> Response:
@@ -178,6 +198,9 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
         Route(f"{v2}/job-done/{{worker}}/{{job}}", worker_route(job_done), methods=["POST"]),
         Route(f"{v2}/job-stream/{{worker}}/{{job}}", worker_route(job_stream), methods=["POST"]),
         Route(f"{v2}/ping/{{worker}}", worker_route(ping), methods=["GET"]),
+        Route("/rpremote/v1/blobs", blob_route(blob_stats), methods=["GET"]),
+        Route("/rpremote/v1/blobs/{key}", blob_route(blob_put), methods=["PUT"]),
+        Route("/rpremote/v1/blobs/{key}", blob_route(blob_get), methods=["GET", "HEAD"]),
         Route("/rpremote/v1/info", client_route(info), methods=["GET"]),
         Route("/rpremote/v1/endpoints", client_route(list_endpoints), methods=["GET"]),
         Route("/rpremote/v1/endpoints", client_route(put_endpoint), methods=["POST"]),

@@ -30,6 +30,9 @@ class EmulatorTimings:
     webhook_retry_delay_s: float = rp.WEBHOOK_RETRY_DELAY_S
     tick_s: float = 0.2                # housekeeping period (timeouts, TTL, scaler)
     worker_term_grace_s: float = 5.0   # SIGTERM -> SIGKILL for a retiring worker
+    blob_ttl_s: float = 24 * 3600.0    # offload store: pieces unused this long are removed
+    blob_piece_max_mb: int = 8192      # offload store: largest piece
+    blob_total_max_mb: int = 65536     # offload store: total; least recently used go first
 
 
 @dataclass

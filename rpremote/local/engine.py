@@ -133,6 +133,11 @@ class Engine:
         self.closing = False
         self.last_client_request = time.monotonic()
         self._housekeeper: asyncio.Task | None = None
+        from .blobs import BlobService, blob_root  # here: it raises this module's ApiError
+
+        self.blobs = BlobService(blob_root(state_dir), ttl_s=timings.blob_ttl_s,
+                                 piece_max_bytes=timings.blob_piece_max_mb * 1024 ** 2,
+                                 total_max_bytes=timings.blob_total_max_mb * 1024 ** 2)
         for spec in self.store.endpoints().values():
             self.put_endpoint(EndpointSpec.from_dict(spec), persist=False)
 
@@ -172,6 +177,7 @@ class Engine:
             )
         )
         await self.webhooks.close()
+        self.blobs.close()
 
     def _recover_after_restart(self) -> None:
         """Jobs that were running when the emulator stopped lost their workers with it."""
@@ -194,7 +200,8 @@ class Engine:
                 self._retire(wid)
         if spec.workerCmd:
             state.supervisor = Supervisor(
-                spec, self.base_url, self.worker_token, self.state_dir, self.timings
+                spec, self.base_url, self.worker_token, self.state_dir, self.timings,
+                blob_dir=self.blobs.root,
             )
             if old_sup:
                 state.supervisor.procs = old_sup.procs  # still reaped after a change
@@ -551,6 +558,7 @@ class Engine:
             await asyncio.sleep(self.timings.tick_s)
 
     def tick(self, now: float) -> None:
+        self.blobs.sweep()
         for job_id in self.store.past_deadline(now):
             job = self.store.get(job_id)
             self._finish(

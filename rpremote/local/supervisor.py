@@ -65,11 +65,14 @@ class Supervisor:
         worker_token: str,
         state_dir: Path,
         timings: EmulatorTimings,
+        blob_dir: Path | None = None,
     ):
         self.spec = spec
         self.base_url = base_url
         self.worker_token = worker_token
         self.timings = timings
+        self.state_dir = state_dir
+        self.blob_dir = blob_dir or state_dir / "blobs"
         self.home = state_dir / "worker-home"
         self.log_dir = state_dir / "logs" / spec.id
         self.procs: dict[str, WorkerProcess] = {}
@@ -78,6 +81,10 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
         # `python` in a worker command means the emulator's own interpreter (its venv).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # The emulator's offload store: its directory when the worker can open it, else HTTP
+        # with the worker's own key (rpremote.blobs.store_from_env).
+        env["RPREMOTE_BLOB_DIR"] = str(self.blob_dir)
+        env["RPREMOTE_BLOB_URL"] = f"{self.base_url}/rpremote/v1/blobs"
         env.update(self.spec.env)
         env.update(worker_urls(self.base_url, self.spec.id, self.spec.gpu))
         env.update(
