@@ -4,11 +4,12 @@ The user's own code (``__main__``, notebook cells, modules of their project that
 installed packages) travels by value, because the worker has none of it; installed packages
 travel by reference, because the worker has them and shipping them would be huge and wrong.
 Anything that cannot travel is reported with its path (``args[0].conn._sock``) before anything
-is sent.
+is sent. ``requirements`` turns what was pickled into pinned third-party requirements.
 
 Light on purpose: importing this imports only cloudpickle and the standard library.
 """
 
-from .pickling import by_value_modules, dumps, dumps_result, is_installed_module, loads
+from .pickling import PickleNotes, by_value_modules, dumps, dumps_result, is_installed_module, loads
 
-__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module",
+           "PickleNotes"]

@@ -32,7 +32,7 @@ from cloudpickle.cloudpickle import _should_pickle_by_reference
 
 from ..errors import UnpicklableError
 
-__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["dumps", "dumps_result", "loads", "by_value_modules", "is_installed_module", "PickleNotes"]
 
 PROTOCOL = 5
 # Bounds for the walk and the failure search: deep or cyclic data must not recurse without end,
@@ -46,16 +46,26 @@ _GLOBAL_OPS = frozenset(dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBA
 _REGISTRY_LOCK = threading.RLock()
 
 
-def dumps(obj: Any, *, label: str = "value") -> bytes:
+class PickleNotes:
+    """What a pickling shipped, for dependency detection and version parity (``requirements``):
+    top-level names of installed modules pickled by reference, and code objects sent by value."""
+
+    def __init__(self) -> None:
+        self.by_reference: set[str] = set()
+        self.code: list[types.CodeType] = []
+
+
+def dumps(obj: Any, *, label: str = "value", notes: PickleNotes | None = None) -> bytes:
     """Pickle ``obj`` (protocol 5) with the user's own modules by value.
 
     Raises UnpicklableError, whose path starts with ``label``, when something cannot be pickled.
+    ``notes``, when given, collects what the pickle refers to (see ``PickleNotes``).
     """
-    data, _ = _pickle_by_value(obj, label)
+    data, _ = _pickle_by_value(obj, label, notes)
     return data
 
 
-def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
+def _pickle_by_value(obj: Any, label: str, notes: PickleNotes | None = None) -> tuple[bytes, list[str]]:
     """Pickle, noting functions/classes/modules that would go by reference from the user's own
     modules; register those modules by value and pickle again until nothing new turns up.
 
@@ -69,7 +79,7 @@ def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
             for _ in range(_MAX_ROUNDS):
                 found: dict[str, types.ModuleType] = {}
                 try:
-                    data = _DetectingPickler.dump_bytes(obj, found)
+                    data = _DetectingPickler.dump_bytes(obj, found, notes)
                 except Exception as err:
                     # Searched while the modules are still registered, so parts pickle as they did.
                     path, culprit, cause = _locate(obj, label, err)
@@ -91,20 +101,28 @@ def _pickle_by_value(obj: Any, label: str) -> tuple[bytes, list[str]]:
 class _DetectingPickler(cloudpickle.Pickler):
     """cloudpickle's pickler, noting the user's modules that it would pickle by reference."""
 
-    def __init__(self, file: io.BytesIO, found: dict[str, types.ModuleType]):
+    def __init__(self, file: io.BytesIO, found: dict[str, types.ModuleType],
+                 notes: PickleNotes | None = None):
         super().__init__(file, protocol=PROTOCOL)
         self.found = found
+        self.notes = notes
 
     @classmethod
-    def dump_bytes(cls, obj: Any, found: dict[str, types.ModuleType]) -> bytes:
+    def dump_bytes(cls, obj: Any, found: dict[str, types.ModuleType],
+                   notes: PickleNotes | None = None) -> bytes:
         buf = io.BytesIO()
-        cls(buf, found).dump(obj)
+        cls(buf, found, notes).dump(obj)
         return buf.getvalue()
 
     def reducer_override(self, obj: Any) -> Any:
         module = _module_by_reference(obj)
-        if module is not None and not is_installed_module(module):
-            self.found.setdefault(module.__name__, module)
+        if module is not None:
+            if not is_installed_module(module):
+                self.found.setdefault(module.__name__, module)
+            elif self.notes is not None:
+                self.notes.by_reference.add(module.__name__.partition(".")[0])
+        elif self.notes is not None and type(obj) is types.CodeType:
+            self.notes.code.append(obj)
         return super().reducer_override(obj)
 
 

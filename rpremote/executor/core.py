@@ -7,6 +7,7 @@ from a thread of their own and ship what it puts in the ``EventBuffer``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import threading
@@ -16,11 +17,14 @@ from pathlib import Path
 from types import CoroutineType, TracebackType
 from typing import Any, Callable
 
-from .. import protocol
+import cloudpickle
+
+from .. import parity, protocol
 from ..capture import dumps_result, loads
-from ..errors import SignatureError, UnpicklableError, VersionMismatch
+from ..errors import DependencyInstallError, SignatureError, UnpicklableError, VersionMismatch
 from . import streams
 from .events import EventBuffer
+from .installer import Installer
 
 FUNCTION_CACHE_SIZE = 64
 
@@ -54,6 +58,7 @@ class Executor:
         self.secret = secret
         self._functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self.installer = Installer()
 
     def run(self, request: Any, out: EventBuffer) -> None:
         """Run ``request``; every outcome, including refusal, ends in one result event."""
@@ -74,6 +79,15 @@ class Executor:
             return out.put(self._refusal(call_id, protocol.REFUSED_INPUT, e))
 
         with streams.captured(out.log):
+            try:  # dependencies first: by-reference modules are imported while unpickling
+                self.installer.prepare(request, functools.partial(out.log, "stdout"))
+                parity.check_worker(request.get("client"), request["python"], cloudpickle.__version__)
+            except VersionMismatch as e:
+                return out.put(self._refusal(call_id, protocol.REFUSED_VERSION, e))
+            except DependencyInstallError as e:
+                return out.put(self._exception(call_id, e, None, note="while installing dependencies"))
+            except ValueError as e:  # a malformed requirement list
+                return out.put(self._refusal(call_id, protocol.REFUSED_INPUT, e))
             try:
                 fn = self._function(request["fn"])
                 payload = loads(protocol.decode_blob(request["args"]))
