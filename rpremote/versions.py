@@ -63,6 +63,10 @@ def parse_requirement(text: str) -> Requirement:
     """Parse one requirement string; ``ValueError`` says what is wrong."""
     m = _REQUIREMENT_RE.fullmatch(text)
     if not m:
+        if text.lstrip().startswith("-"):
+            raise ValueError(f"{text!r}: pip options are not accepted here; an index or "
+                             f"find-links goes in env= (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, "
+                             f"PIP_FIND_LINKS); {_DEPS_HINT}")
         if "@" in text or "://" in text:
             raise ValueError(f"{text!r}: direct URLs are not supported; {_DEPS_HINT}")
         if ";" in text:
