@@ -78,7 +78,7 @@ def worker_image(python: str) -> str:
 WORKER_BASE_DISTRIBUTIONS = frozenset({"rpremote", "runpod", "cloudpickle"})
 
 # Where a worker caches installed dependencies: a RunPod network volume when one is attached
-# (mounted at /runpod-volume on Serverless, §2.11), so every worker of the endpoint shares one install.
+# (mounted at /runpod-volume on Serverless, §2.11), so the endpoint's workers share one install.
 NETWORK_VOLUME_DIR = "/runpod-volume"
 
 

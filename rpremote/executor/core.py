@@ -81,11 +81,13 @@ class Executor:
         with streams.captured(out.log):
             try:  # dependencies first: by-reference modules are imported while unpickling
                 self.installer.prepare(request, functools.partial(out.log, "stdout"))
-                parity.check_worker(request.get("client"), request["python"], cloudpickle.__version__)
+                parity.check_worker(request.get("client"), request["python"],
+                                    cloudpickle.__version__)
             except VersionMismatch as e:
                 return out.put(self._refusal(call_id, protocol.REFUSED_VERSION, e))
             except DependencyInstallError as e:
-                return out.put(self._exception(call_id, e, None, note="while installing dependencies"))
+                return out.put(self._exception(call_id, e, None,
+                                               note="while installing dependencies"))
             except ValueError as e:  # a malformed requirement list
                 return out.put(self._refusal(call_id, protocol.REFUSED_INPUT, e))
             try:

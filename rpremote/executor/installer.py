@@ -280,7 +280,8 @@ def ensure_system_packages(names: tuple[str, ...] | list[str], log: Log) -> None
         log("rpremote: apt-get update (no package lists in this image)\n")
         rc, tail = _run_streamed(["apt-get", "update", "-q"], env, log)
         if rc != 0:
-            raise DependencyInstallError(f"apt-get update failed (exit code {rc}):\n{_error_text(tail)}")
+            raise DependencyInstallError(
+                f"apt-get update failed (exit code {rc}):\n{_error_text(tail)}")
     log(f"rpremote: installing system packages {' '.join(missing)} with apt-get\n")
     rc, tail = _run_streamed(["apt-get", "install", "-y", "-q", "--no-install-recommends",
                               "-o", f"dir::cache::archives={archives}", *missing], env, log)
