@@ -10,7 +10,7 @@ from .api import RemoteFunction, remote  # noqa: E402
 from .config import configure  # noqa: E402
 from .retries import Retries  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
+    ConfigError, DependencyInstallError, JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
     RemoteSystemExit, RemoteTraceback, ResultPicklingError, RpremoteError, SignatureError,
     TargetNotAvailable, UnpicklableError, VersionMismatch, WorkerLost,
 )
@@ -26,7 +26,7 @@ def __getattr__(name: str):
 __all__ = [
     "remote", "RemoteFunction", "Job", "Retries", "configure",
     "RpremoteError", "ConfigError", "TargetNotAvailable", "UnpicklableError", "SignatureError",
-    "VersionMismatch", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
+    "VersionMismatch", "DependencyInstallError", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
     "RemoteKeyboardInterrupt", "ResultPicklingError", "WorkerLost", "JobFailed", "JobTimeout",
     "JobCancelled", "JobExpired", "__version__",
 ]

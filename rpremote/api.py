@@ -20,8 +20,10 @@ from .capture.tensors import check_policy
 from .errors import ConfigError, UnpicklableError
 from .resources import Resources, make_resources
 from .retries import Retries, as_retries
+from .versions import Requirement, check_dependencies, check_system_packages
 
 if TYPE_CHECKING:
+    from .capture import PickleNotes
     from .job import Job
 
 P = ParamSpec("P")
@@ -32,14 +34,18 @@ class RemoteFunction(Generic[P, R]):
     """A function bound to resources; calling it runs it remotely and returns its value."""
 
     def __init__(self, fn: Callable[P, R], resources: Resources, timeout_s: float,
-                 ttl_s: float | None = None, retries: Retries | None = None,
-                 result_device: str = "cpu"):
+                 ttl_s: float | None = None, retries: Retries | None = None, *,
+                 dependencies: tuple[Requirement, ...] = (), auto_dependencies: bool = True,
+                 system_dependencies: tuple[str, ...] = (), result_device: str = "cpu"):
         self.fn = fn
         self.result_device = result_device
         self.resources = resources
         self.timeout_s = timeout_s
         self.ttl_s = ttl_s
         self.retries = retries
+        self.dependencies = dependencies
+        self.auto_dependencies = auto_dependencies
+        self.system_dependencies = system_dependencies
         functools.update_wrapper(self, fn)
 
     @property
@@ -124,6 +130,7 @@ class RemoteFunction(Generic[P, R]):
 
         request, secret = self._request(args, kwargs)
         target = targets.current()
+        target.check_environment(request["python"], request["client"])
         endpoint = target.endpoint_for(self.resources)
         target.blobs.ship(request)  # big pieces to the offload store (once), before sending
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
@@ -138,18 +145,31 @@ class RemoteFunction(Generic[P, R]):
     def _request(self, args: tuple, kwargs: dict) -> tuple[dict[str, Any], bytes]:
         """The signed request; raises before sending when something cannot be pickled."""
         from . import protocol
-        from .capture import dumps, dumps_oob
+        from .capture import PickleNotes, dumps, dumps_oob
 
-        fn_bytes = dumps(self.fn, label=self.fn.__qualname__)
+        notes = PickleNotes()
+        fn_bytes = dumps(self.fn, label=self.fn.__qualname__, notes=notes)
         try:
-            args_bytes = dumps_oob((args, kwargs), label="(args, kwargs)")
+            args_bytes = dumps_oob((args, kwargs), label="(args, kwargs)", notes=notes)
         except UnpicklableError:
             dumps(args, label="args")  # re-raise with a path the user recognises
             dumps(kwargs, label="kwargs")
             raise
         secret, _ = config.secret_source()
         name = f"{self.fn.__module__}.{self.fn.__qualname__}"
-        return protocol.call_request(secret, fn_bytes, args_bytes, name=name), secret
+        return protocol.call_request(secret, fn_bytes, args_bytes, name=name,
+                                     **self._environment(notes)), secret
+
+    def _environment(self, notes: "PickleNotes") -> dict[str, Any]:
+        """``call_request``'s requirements, system packages and client versions for a pickle."""
+        from .capture.requirements import client_environment, requirements_for
+
+        return {
+            "requirements": requirements_for(notes if self.auto_dependencies else None,
+                                             self.dependencies),
+            "system_packages": self.system_dependencies,
+            "client_env": client_environment(notes),
+        }
 
 
 def _follow_items(job: "Job") -> Iterator[Any]:
@@ -167,7 +187,8 @@ def remote(
     fn: None = None, *, gpu: str | list[str] | None = None, gpu_count: int = 1,
     workers: int | tuple[int, int] = (0, rp.WORKERS_MAX_DEFAULT),
     idle_timeout: int = rp.IDLE_TIMEOUT_DEFAULT_S, timeout: float = 600,
-    dependencies: list[str] | None = None, env: dict[str, str] | None = None,
+    dependencies: list[str] | tuple[str, ...] | None = (), auto_dependencies: bool = True,
+    system_dependencies: list[str] | None = None, env: dict[str, str] | None = None,
     ttl: float | None = None, retries: int | Retries | None = None, result_device: str = "cpu",
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
@@ -180,7 +201,9 @@ def remote(
     workers: int | tuple[int, int] = (0, rp.WORKERS_MAX_DEFAULT),
     idle_timeout: int = rp.IDLE_TIMEOUT_DEFAULT_S,
     timeout: float = rp.EXECUTION_TIMEOUT_DEFAULT_MS / 1000,
-    dependencies: list[str] | None = None,
+    dependencies: list[str] | tuple[str, ...] | None = (),
+    auto_dependencies: bool = True,
+    system_dependencies: list[str] | None = None,
     env: dict[str, str] | None = None,
     ttl: float | None = None,
     retries: int | Retries | None = None,
@@ -196,12 +219,25 @@ def remote(
     included (the platform's ``ttl``; default 24 h), after which it is deleted whatever its
     state. ``retries``: a count or ``rpremote.Retries(...)``; a lost worker, and exceptions
     named in ``Retries(on=...)``, are retried, ordinary exceptions are not. Functions with
-    different resources run on different endpoints. ``result_device``: where torch tensors
-    in results land here: ``"cpu"`` (default), ``"keep"`` (the device they were on, when this
-    machine has it) or a device such as ``"cuda:0"``.
+    different resources run on different endpoints.
+
+    ``dependencies``: the third-party packages the function uses are detected and pinned to
+    the versions installed here (``numpy==2.4.6``); requirement strings listed here
+    (``"httpx"``, ``"torch==2.5.1"``, ``"scipy>=1.13"``) are added or replace a detected pin.
+    The worker installs what it lacks (cached) before the call. ``dependencies=None`` or
+    ``auto_dependencies=False`` turns detection off. ``system_dependencies``: Debian packages
+    (``["ffmpeg"]``) the worker installs with apt-get (the local target only checks them).
+    ``result_device``: where torch tensors in results land here: ``"cpu"`` (default),
+    ``"keep"`` (the device they were on, when this machine has it) or a device such as
+    ``"cuda:0"``.
     """
     resources = make_resources(gpu=gpu, gpu_count=gpu_count, workers=workers,
-                               idle_timeout=idle_timeout, dependencies=dependencies, env=env)
+                               idle_timeout=idle_timeout, env=env)
+    requirements = check_dependencies(dependencies)
+    if not isinstance(auto_dependencies, bool):
+        raise ConfigError(f"auto_dependencies is True or False; got {auto_dependencies!r}")
+    detect = auto_dependencies and dependencies is not None
+    system = check_system_packages(system_dependencies)
     timeout_s = _check_timeout(timeout)
     ttl_s = _check_ttl(ttl)
     retry_policy = as_retries(retries)
@@ -216,7 +252,9 @@ def remote(
         if retry_policy and (inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f)):
             raise ConfigError(f"{f.__name__} is a generator function: it cannot be retried, since "
                               "the items it already delivered cannot be taken back; drop retries=")
-        return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy, device)
+        return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy,
+                              dependencies=requirements, auto_dependencies=detect,
+                              system_dependencies=system, result_device=device)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -36,7 +36,15 @@ class SignatureError(RpremoteError):
 
 
 class VersionMismatch(RpremoteError):
-    """The worker's Python (or protocol) version cannot run what the client sent."""
+    """The worker's Python, cloudpickle, protocol or a package's version cannot run what the
+    client sent. The message names both sides and how to make them match."""
+
+
+class DependencyInstallError(RpremoteError):
+    """The worker could not install a dependency (pip, apt) or a system package is missing.
+
+    The message holds the installer's own error text ("No matching distribution found ...").
+    """
 
 
 class RemoteError(RpremoteError):

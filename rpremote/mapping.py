@@ -16,7 +16,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import protocol
-from .capture import dumps, dumps_oob
+from .capture import PickleNotes, dumps, dumps_oob
 from .errors import ConfigError, UnpicklableError
 from .job import Job, remote_exception
 
@@ -97,9 +97,11 @@ def run_map(
         raise ConfigError(f"{rf.fn.__name__} is a generator function; map over plain functions "
                           "(or call .stream for each input)")
 
-    fn_bytes = dumps(rf.fn, label=rf.fn.__qualname__)
+    fn_notes = PickleNotes()
+    fn_bytes = dumps(rf.fn, label=rf.fn.__qualname__, notes=fn_notes)
     secret, _ = config.secret_source()
     target = targets.current()
+    target.check_environment(protocol.python_version(), rf._environment(fn_notes)["client_env"])
     endpoint = target.endpoint_for(rf.resources)
     reporter = _LogsOnly(default_reporter())
     policy = rf.policy
@@ -110,11 +112,15 @@ def run_map(
 
     def run_job(batch: list[tuple[tuple, dict]], start: int) -> tuple[list[Any], Job]:
         """One job running ``batch``: an outcome per item, exceptions as exception objects."""
+        notes = PickleNotes()  # the function's, plus what this batch's inputs refer to
+        notes.by_reference |= fn_notes.by_reference
+        notes.code = list(fn_notes.code)
         try:
-            payload = dumps_oob(batch, label="map inputs")
+            payload = dumps_oob(batch, label="map inputs", notes=notes)
         except UnpicklableError as e:
             raise UnpicklableError(_shift(e.path, start), e.type_name, e.reason) from None
-        request = protocol.call_request(secret, fn_bytes, payload, name=name, kind=protocol.MAP)
+        request = protocol.call_request(secret, fn_bytes, payload, name=name, kind=protocol.MAP,
+                                        **rf._environment(notes))
         target.blobs.ship(request)
         job = Job(target.queue, endpoint, secret=secret, name=rf.fn.__name__,
                   reporter=reporter, call_id=request["call"], fetch=target.blobs.fetch,

@@ -59,6 +59,28 @@ SCALER_VALUE_DEFAULT = 4
 # The SDK version the worker protocol was checked against (runpod-worker-protocol.md).
 RUNPOD_SDK_VERSION = "1.12.0"
 
+# The rpremote worker image for RunPod (docker/, issue 5): one tag per Python minor, each with
+# the same cloudpickle series. What a RunPod worker runs is known before anything is sent, so
+# the client compares its own Python and cloudpickle with these and fails fast. (The image is
+# not published yet; these are the versions it is built with.)
+WORKER_IMAGE_REPO = "rpremote/worker"
+WORKER_IMAGE_PYTHONS = ("3.11", "3.12", "3.13")
+WORKER_IMAGE_CLOUDPICKLE = "3.1"  # major.minor
+
+
+def worker_image(python: str) -> str:
+    """The worker image tag for a Python minor version, e.g. ``rpremote/worker:py3.11``."""
+    return f"{WORKER_IMAGE_REPO}:py{python}"
+
+
+# Distributions every worker has (the executor's own): never detected as dependencies, never
+# installed per call; cloudpickle's version is checked on its own (parity).
+WORKER_BASE_DISTRIBUTIONS = frozenset({"rpremote", "runpod", "cloudpickle"})
+
+# Where a worker caches installed dependencies: a RunPod network volume when one is attached
+# (mounted at /runpod-volume on Serverless, §2.11), so the endpoint's workers share one install.
+NETWORK_VOLUME_DIR = "/runpod-volume"
+
 
 # GPU pools, GPU types and their Serverless prices (§3.4, §3.5, §6.1).
 # A pool is what the platform schedules on; a type is one card model. `gpu="ADA_24"` picks a pool,

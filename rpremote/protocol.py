@@ -199,10 +199,18 @@ def is_signed_by(secret: bytes | None, envelope: dict[str, Any]) -> bool:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def call_request(secret: bytes, fn: bytes, args: Any, *, name: str, kind: str = CALL) -> dict[str, Any]:
+def call_request(secret: bytes, fn: bytes, args: Any, *, name: str, kind: str = CALL,
+                 requirements: list[str] | tuple[str, ...] = (),
+                 system_packages: list[str] | tuple[str, ...] = (),
+                 client_env: dict[str, Any] | None = None) -> dict[str, Any]:
     """A signed request to call ``fn``: ``args`` is a pickled ``(args, kwargs)`` for a call,
     a pickled list of them for a map batch (the result is then a list of outcomes); either
-    bytes or ``(bytes, out-of-band buffers)``."""
+    bytes or ``(bytes, out-of-band buffers)``.
+
+    ``requirements`` (pip requirement strings) and ``system_packages`` (Debian names) are
+    installed by the worker before it unpickles anything; ``client_env`` (cloudpickle's
+    version, by-reference packages' versions) is what the worker checks for parity.
+    """
     return sign(secret, {
         "rpremote": PROTOCOL_VERSION,
         "kind": kind,
@@ -211,6 +219,9 @@ def call_request(secret: bytes, fn: bytes, args: Any, *, name: str, kind: str = 
         "name": name,
         "fn": encode_blob(fn, offload_min=FUNCTION_OFFLOAD_MIN_BYTES),
         "args": _encode(args),
+        "requirements": list(requirements),
+        "system": list(system_packages),
+        "client": client_env or {},
     })
 
 

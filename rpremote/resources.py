@@ -81,14 +81,18 @@ def _pool_of(choice: str) -> rp.GpuPool | None:
 
 @dataclass(frozen=True)
 class Resources:
-    """Canonical, validated endpoint settings; build with ``make_resources``."""
+    """Canonical, validated endpoint settings; build with ``make_resources``.
+
+    Dependencies are not endpoint settings: they travel with each request and the worker
+    installs them (``capture/requirements.py``), so functions that need different packages
+    still share one endpoint and its warm workers.
+    """
 
     gpu: tuple[str, ...]
     gpu_count: int
     workers_min: int
     workers_max: int
     idle_timeout: int
-    dependencies: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
 
     @property
@@ -164,24 +168,6 @@ def _workers(workers: Any) -> tuple[int, int]:
     return lo, hi
 
 
-def _dependencies(dependencies: Any) -> tuple[str, ...]:
-    if dependencies is None:
-        return ()
-    if isinstance(dependencies, str):
-        raise ConfigError(f"dependencies is a list of requirement strings; wrap it in a list: "
-                          f"dependencies=[{dependencies!r}]")
-    if not isinstance(dependencies, (list, tuple)):
-        raise ConfigError(f"dependencies is a list of requirement strings like ['numpy>=2']; "
-                          f"got {type(dependencies).__name__}")
-    out = []
-    for dep in dependencies:
-        if not isinstance(dep, str) or not dep.strip():
-            raise ConfigError(f"each dependency is a non-empty requirement string like "
-                              f"'numpy>=2'; got {dep!r}")
-        out.append(dep.strip())
-    return tuple(out)
-
-
 def _env(env: Any) -> tuple[tuple[str, str], ...]:
     if env is None:
         return ()
@@ -206,7 +192,6 @@ def make_resources(
     gpu_count: int = 1,
     workers: int | tuple[int, int] | list[int] = (rp.WORKERS_MIN_DEFAULT, rp.WORKERS_MAX_DEFAULT),
     idle_timeout: int = rp.IDLE_TIMEOUT_DEFAULT_S,
-    dependencies: list[str] | tuple[str, ...] | None = None,
     env: dict[str, str] | None = None,
 ) -> Resources:
     """Check ``@remote``'s settings and return them canonical; ConfigError says what to fix."""
@@ -223,5 +208,4 @@ def make_resources(
         raise ConfigError(f"idle_timeout is whole seconds from {lo_s} to {hi_s} (§3.1); "
                           f"got {idle_timeout!r}")
     return Resources(gpu=gpus, gpu_count=gpu_count, workers_min=lo, workers_max=hi,
-                     idle_timeout=idle_timeout, dependencies=_dependencies(dependencies),
-                     env=_env(env))
+                     idle_timeout=idle_timeout, env=_env(env))

@@ -128,8 +128,8 @@ def test_describe():
 
 
 def test_endpoint_name_is_stable_and_valid():
-    a = make_resources("ADA_24", workers=(1, 4), env={"B": "2", "A": "1"}, dependencies=["numpy"])
-    b = make_resources("ada_24", workers=[1, 4], env={"A": "1", "B": "2"}, dependencies=["numpy"])
+    a = make_resources("ADA_24", workers=(1, 4), env={"B": "2", "A": "1"})
+    b = make_resources("ada_24", workers=[1, 4], env={"A": "1", "B": "2"})
     assert a == b and a.endpoint_name == b.endpoint_name
     assert a.endpoint_name.startswith("rpremote-ada-24-")
     assert make_resources().endpoint_name.startswith("rpremote-cpu-")
@@ -139,11 +139,10 @@ def test_endpoint_name_is_stable_and_valid():
 
 
 def test_endpoint_name_changes_with_every_field():
-    base = make_resources("ADA_24", gpu_count=1, workers=(0, 3), idle_timeout=5,
-                          dependencies=["numpy"], env={"A": "1"})
+    base = make_resources("ADA_24", gpu_count=1, workers=(0, 3), idle_timeout=5, env={"A": "1"})
     changes = {
         "gpu": ("AMPERE_24",), "gpu_count": 2, "workers_min": 1, "workers_max": 4,
-        "idle_timeout": 6, "dependencies": ("numpy", "scipy"), "env": (("A", "2"),),
+        "idle_timeout": 6, "env": (("A", "2"),),
     }
     assert set(changes) == {f.name for f in dataclasses.fields(Resources)}
     names = {base.endpoint_name}
@@ -166,7 +165,7 @@ def test_defaults():
     r = make_resources()
     assert (r.gpu, r.gpu_count, r.workers_min, r.workers_max, r.idle_timeout) == (
         (), 1, rp.WORKERS_MIN_DEFAULT, rp.WORKERS_MAX_DEFAULT, rp.IDLE_TIMEOUT_DEFAULT_S)
-    assert r.dependencies == () and r.env == ()
+    assert r.env == ()
 
 
 def test_workers_int_means_zero_to_n():
@@ -208,23 +207,6 @@ def test_bad_idle_timeout(idle):
 def test_idle_timeout_bounds_accepted():
     assert make_resources(idle_timeout=rp.IDLE_TIMEOUT_MIN_S).idle_timeout == rp.IDLE_TIMEOUT_MIN_S
     assert make_resources(idle_timeout=rp.IDLE_TIMEOUT_MAX_S).idle_timeout == rp.IDLE_TIMEOUT_MAX_S
-
-
-def test_dependencies_kept_in_order_and_stripped():
-    r = make_resources(dependencies=[" torch ", "numpy>=2"])
-    assert r.dependencies == ("torch", "numpy>=2")
-    assert make_resources(dependencies=("a",)).dependencies == ("a",)
-
-
-def test_bare_string_dependency_says_wrap_in_list():
-    with pytest.raises(ConfigError, match=r"wrap it in a list"):
-        make_resources(dependencies="numpy")
-
-
-@pytest.mark.parametrize("deps", [[""], ["  "], [None], ["numpy", 3], {"numpy"}, 3])
-def test_bad_dependencies(deps):
-    with pytest.raises(ConfigError, match="dependenc"):
-        make_resources(dependencies=deps)
 
 
 def test_env_sorted():

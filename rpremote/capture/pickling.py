@@ -34,7 +34,8 @@ from cloudpickle.cloudpickle import _should_pickle_by_reference
 from ..errors import UnpicklableError
 from .tensors import reduce_tensor
 
-__all__ = ["Pickled", "dumps", "dumps_oob", "dumps_result", "loads", "by_value_modules", "is_installed_module"]
+__all__ = ["Pickled", "PickleNotes", "dumps", "dumps_oob", "dumps_result", "loads", "by_value_modules",
+           "is_installed_module"]
 
 PROTOCOL = 5
 # Bounds for the walk and the failure search: deep or cyclic data must not recurse without end,
@@ -63,22 +64,33 @@ class _Buffers(list):
         return False
 
 
-def dumps(obj: Any, *, label: str = "value") -> bytes:
+class PickleNotes:
+    """What a pickling shipped, for dependency detection and version parity (``requirements``):
+    top-level names of installed modules pickled by reference, and code objects sent by value."""
+
+    def __init__(self) -> None:
+        self.by_reference: set[str] = set()
+        self.code: list[types.CodeType] = []
+
+
+def dumps(obj: Any, *, label: str = "value", notes: PickleNotes | None = None) -> bytes:
     """Pickle ``obj`` (protocol 5) with the user's own modules by value, all in one stream.
 
     Raises UnpicklableError, whose path starts with ``label``, when something cannot be pickled.
+    ``notes``, when given, collects what the pickle refers to (see ``PickleNotes``).
     """
-    data, _, _ = _pickle_by_value(obj, label, oob=False)
+    data, _, _ = _pickle_by_value(obj, label, oob=False, notes=notes)
     return data
 
 
-def dumps_oob(obj: Any, *, label: str = "value") -> Pickled:
+def dumps_oob(obj: Any, *, label: str = "value", notes: PickleNotes | None = None) -> Pickled:
     """``dumps``, with big buffers (numpy arrays, tensors) out of band: never copied here."""
-    data, buffers, _ = _pickle_by_value(obj, label, oob=True)
+    data, buffers, _ = _pickle_by_value(obj, label, oob=True, notes=notes)
     return data, buffers
 
 
-def _pickle_by_value(obj: Any, label: str, oob: bool) -> tuple[bytes, list[memoryview], list[str]]:
+def _pickle_by_value(obj: Any, label: str, oob: bool,
+                     notes: PickleNotes | None = None) -> tuple[bytes, list[memoryview], list[str]]:
     """Pickle, noting functions/classes/modules that would go by reference from the user's own
     modules; register those modules by value and pickle again until nothing new turns up.
 
@@ -93,7 +105,7 @@ def _pickle_by_value(obj: Any, label: str, oob: bool) -> tuple[bytes, list[memor
                 found: dict[str, types.ModuleType] = {}
                 buffers = _Buffers() if oob else None
                 try:
-                    data = _DetectingPickler.dump_bytes(obj, found, buffers)
+                    data = _DetectingPickler.dump_bytes(obj, found, buffers, notes)
                 except Exception as err:
                     # Searched while the modules are still registered, so parts pickle as they did.
                     path, culprit, cause = _locate(obj, label, err)
@@ -116,24 +128,32 @@ class _DetectingPickler(cloudpickle.Pickler):
     """cloudpickle's pickler, noting the user's modules that it would pickle by reference."""
 
     def __init__(self, file: io.BytesIO, found: dict[str, types.ModuleType],
-                 buffers: _Buffers | None = None):
+                 buffers: _Buffers | None = None, notes: PickleNotes | None = None):
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers)
         self.found = found
+        self.notes = notes
 
     @classmethod
     def dump_bytes(cls, obj: Any, found: dict[str, types.ModuleType],
-                   buffers: _Buffers | None = None) -> bytes:
+                   buffers: _Buffers | None = None, notes: PickleNotes | None = None) -> bytes:
         buf = io.BytesIO()
-        cls(buf, found, buffers).dump(obj)
+        cls(buf, found, buffers, notes).dump(obj)
         return buf.getvalue()
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = reduce_tensor(obj)
         if reduced is not NotImplemented:
+            if self.notes is not None:
+                self.notes.by_reference.add("torch")  # rebuilt with torch on the other side
             return reduced
         module = _module_by_reference(obj)
-        if module is not None and not is_installed_module(module):
-            self.found.setdefault(module.__name__, module)
+        if module is not None:
+            if not is_installed_module(module):
+                self.found.setdefault(module.__name__, module)
+            elif self.notes is not None:
+                self.notes.by_reference.add(module.__name__.partition(".")[0])
+        elif self.notes is not None and type(obj) is types.CodeType:
+            self.notes.code.append(obj)
         return super().reducer_override(obj)
 
 

@@ -176,7 +176,9 @@ class LocalEmulator:
         spec = {
             "id": name,
             "workerCmd": f"{shlex.quote(sys.executable)} -m rpremote.executor",
-            "env": {**dict(resources.env), **secret_env},
+            # RPREMOTE_LOCAL_WORKER: the worker runs on the user's machine, so it checks
+            # system_dependencies instead of installing them (executor/installer.py).
+            "env": {**dict(resources.env), **secret_env, "RPREMOTE_LOCAL_WORKER": "1"},
             "gpu": resources.describe(),
             "workersMin": resources.workers_min,
             "workersMax": resources.workers_max,

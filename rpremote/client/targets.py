@@ -51,6 +51,10 @@ class LocalTarget:
                   "(this machine's CPU/GPU)", file=sys.stderr)
         return name
 
+    def check_environment(self, python: str, client_env: dict) -> None:
+        """Whether the workers can read what this client pickles: here they run this very
+        interpreter, so always. (A RunPod target checks its image: ``parity.check_image``.)"""
+
     def close(self) -> None:
         self.queue.close()
 

@@ -7,6 +7,7 @@ from a thread of their own and ship what it puts in the ``EventBuffer``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import threading
@@ -16,12 +17,15 @@ from pathlib import Path
 from types import CoroutineType, TracebackType
 from typing import Any, Callable
 
-from .. import protocol
+import cloudpickle
+
+from .. import parity, protocol
 from ..blobs import NO_STORE_HINT, CachedFetch, OffloadError, Shipper
 from ..capture import devices, dumps_result, loads
-from ..errors import SignatureError, UnpicklableError, VersionMismatch
+from ..errors import DependencyInstallError, SignatureError, UnpicklableError, VersionMismatch
 from . import streams
 from .events import EventBuffer
+from .installer import Installer
 
 FUNCTION_CACHE_SIZE = 64
 # Pieces fetched over HTTP kept in memory, so repeated calls with the same weights fetch once.
@@ -64,6 +68,7 @@ class Executor:
                           else store.get)
         self._functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self.installer = Installer()
 
     def run(self, request: Any, out: EventBuffer) -> None:
         """Run ``request``; every outcome, including refusal, ends in one result event."""
@@ -84,13 +89,24 @@ class Executor:
             return self._put(out, self._refusal(call_id, protocol.REFUSED_INPUT, e))
 
         with streams.captured(out.log):
+            try:  # dependencies first: by-reference modules are imported while unpickling
+                self.installer.prepare(request, functools.partial(out.log, "stdout"))
+                parity.check_worker(request.get("client"), request["python"],
+                                    cloudpickle.__version__)
+            except VersionMismatch as e:
+                return self._put(out, self._refusal(call_id, protocol.REFUSED_VERSION, e))
+            except DependencyInstallError as e:
+                return self._put(out, self._exception(call_id, e, None,
+                                                      note="while installing dependencies"))
+            except ValueError as e:  # a malformed requirement list
+                return self._put(out, self._refusal(call_id, protocol.REFUSED_INPUT, e))
             try:
                 fn = self._function(request["fn"])
                 with devices("keep"):
                     payload = loads(*protocol.decode_parts(request["args"], self.fetch))
             except BaseException as e:  # e.g. a by-reference module missing on the worker
-                return self._put(out, self._exception(call_id, e, e.__traceback__,
-                                               note="while unpickling the function or its arguments"))
+                return self._put(out, self._exception(
+                    call_id, e, e.__traceback__, note="while unpickling the function or its arguments"))
             try:
                 if request["kind"] == protocol.MAP:
                     value = self._map(fn, payload)  # per-call failures are in the outcomes
