@@ -76,6 +76,10 @@ class DirectoryStore:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
+        except OSError as e:  # e.g. ENOSPC: the store's disk (or /dev/shm) is full
+            os.unlink(tmp)
+            raise OffloadError(f"could not store a {memoryview(data).nbytes:,}-byte piece in "
+                               f"{self.root}: {e}") from e
         except BaseException:
             os.unlink(tmp)
             raise

@@ -29,6 +29,8 @@ PIECE_MAX_BYTES_DEFAULT = 8 * 1024 ** 3
 TOTAL_MAX_BYTES_DEFAULT = 64 * 1024 ** 3
 TTL_S_DEFAULT = 24 * 3600.0
 SWEEP_EVERY_S = 60.0
+# A container's /dev/shm is often 64 MB (Docker's default): too small to hold big pieces.
+SHM_MIN_BYTES = 2 * 1024 ** 3
 _SEND_CHUNK = 4 * 1024 * 1024
 
 
@@ -37,10 +39,18 @@ def blob_root(state_dir: Path) -> Path:
     disk-backed page cache throttles writers of hundreds of MB (64 MiB: 35 ms to tmpfs, 110-320
     ms to disk here); else beside the emulator's state. One directory per state directory."""
     shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
+    if shm.is_dir() and os.access(shm, os.W_OK) and _size(shm) >= SHM_MIN_BYTES:
         tag = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:16]
         return shm / f"rpremote-{os.getuid()}" / tag
     return Path(state_dir) / "blobs"
+
+
+def _size(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_blocks * st.f_frsize
 
 
 def _memory_cap(root: Path, wanted: int) -> int:
