@@ -6,7 +6,7 @@
    (a plain handler behind the same emulator; what a hand-written RunPod worker does);
 4. ipyparallel ``DirectView.apply_sync`` with one engine (zmq, zero-copy buffers);
 5. ``ProcessPoolExecutor(1).submit().result()`` (pickle through a pipe);
-6. raw loopback TCP: the bytes sent to an echo server and read back (the floor).
+6. raw loopback TCP: the bytes sent to an echo server process and read back (the floor).
 
 Every contender computes ``a + 1`` on a fresh array each round, so no cache or content
 address can skip a transfer (rpremote would skip a repeated one; that is measured apart as
@@ -25,7 +25,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -132,28 +131,33 @@ def bench_process_pool(make, mib: float) -> dict[str, float]:
         return rate(make, lambda a: pool.submit(plus_one, a).result(), mib)
 
 
-def bench_loopback(make, mib: float) -> dict[str, float]:
-    """Bytes to an echo server over 127.0.0.1 and back: no pickling, no compute."""
+def _echo_server(port_out) -> None:
+    """Echo length-prefixed messages back; its own process, so no GIL is shared with the caller."""
     server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
+    port_out.put(server.getsockname()[1])
+    conn, _ = server.accept()
+    with conn:
+        while True:
+            head = conn.recv(8, socket.MSG_WAITALL)
+            if len(head) < 8:
+                return
+            n = int.from_bytes(head, "big")
+            buf = bytearray(n)
+            view = memoryview(buf)
+            got = 0
+            while got < n:
+                got += conn.recv_into(view[got:])
+            conn.sendall(buf)
 
-    def echo() -> None:
-        conn, _ = server.accept()
-        with conn:
-            while True:
-                head = conn.recv(8, socket.MSG_WAITALL)
-                if len(head) < 8:
-                    return
-                n = int.from_bytes(head, "big")
-                buf = bytearray(n)
-                view = memoryview(buf)
-                got = 0
-                while got < n:
-                    got += conn.recv_into(view[got:])
-                conn.sendall(buf)
 
-    threading.Thread(target=echo, daemon=True).start()
-    sock = socket.create_connection(("127.0.0.1", port))
+def bench_loopback(make, mib: float) -> dict[str, float]:
+    """Bytes to an echo server process over 127.0.0.1 and back: no pickling, same ``+ 1``."""
+    import multiprocessing
+
+    ports = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=_echo_server, args=(ports,), daemon=True)
+    proc.start()
+    sock = socket.create_connection(("127.0.0.1", ports.get(timeout=30)))
 
     def call(a):
         data = memoryview(a).cast("B")
@@ -170,7 +174,7 @@ def bench_loopback(make, mib: float) -> dict[str, float]:
         return rate(make, call, mib)
     finally:
         sock.close()
-        server.close()
+        proc.join(5)
 
 
 def main() -> None:
