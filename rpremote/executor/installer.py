@@ -113,10 +113,10 @@ def ensure_requirements(reqs: list[Requirement], log: Log) -> Path | None:
             kept.append(f"{req.name} {have}")
         else:
             needed.append(req)
+    if not needed:
+        return None  # the usual case: nothing to say on every call's log
     if kept:
         log(f"rpremote: already on this worker: {', '.join(kept)}\n")
-    if not needed:
-        return None
     wanted = sorted({str(r) for r in needed}, key=str.lower)
     digest = hashlib.sha256(json.dumps(
         {"requirements": wanted, "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
