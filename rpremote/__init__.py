@@ -16,6 +16,13 @@ from .errors import (  # noqa: E402
 )
 
 
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext rpremote``: the ``%%runpod`` cell magic."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name: str):
     if name == "Job":  # imported on first use: it brings cloudpickle
         from .job import Job
