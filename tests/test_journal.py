@@ -214,3 +214,19 @@ def test_journal_prunes_to_the_newest_and_resolves_prefixes(tmp_path):
     assert j.update("job-029", error="boom\nmore") and j.get("job-029").error == "boom"
     with pytest.raises(TypeError):
         j.record("x", "ep", payload=b"never")
+
+
+@remote(workers=(0, 2), idle_timeout=60)
+def count_to(n):
+    yield from range(n)
+
+
+def test_generators_and_aio_calls_are_recorded():
+    import asyncio
+
+    assert list(count_to(3)) == [0, 1, 2]
+    assert asyncio.run(shout.aio("async")) == "ASYNC"
+    (gen,) = journal.recent(limit=1, name="count_to")
+    assert (gen.status, gen.kind) == ("COMPLETED", "call") and gen.worker
+    aio = journal.recent(limit=1, name="shout")[0]
+    assert aio.status == "COMPLETED" and aio.execution_ms is not None
