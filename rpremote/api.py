@@ -124,6 +124,7 @@ class RemoteFunction(Generic[P, R]):
 
     def _prepare(self, args: tuple, kwargs: dict) -> tuple["Job", dict[str, Any]]:
         """The signed request and an unsent ``Job`` for it on the current target."""
+        from . import journal
         from .client import targets
         from .job import Job
         from .report import default_reporter
@@ -134,7 +135,8 @@ class RemoteFunction(Generic[P, R]):
         endpoint = target.endpoint_for(self.resources)
         target.blobs.ship(request)  # big pieces to the offload store (once), before sending
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
-                  reporter=default_reporter(), call_id=request["call"], retries=self.retries,
+                  reporter=journal.watching(default_reporter(), target, self.resources, "call"),
+                  call_id=request["call"], retries=self.retries,
                   fetch=target.blobs.fetch, result_device=self.result_device)
         return job, request
 

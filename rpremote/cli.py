@@ -10,6 +10,9 @@ from . import __version__
 from . import platform as rp
 
 
+JOB_COMMANDS = ("jobs", "logs", "cancel")  # the job journal's commands (jobs_cli.py)
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rpremote serve",
@@ -139,11 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         return serve_main(argv[1:])
+    if argv and argv[0] in JOB_COMMANDS:
+        from .jobs_cli import run_job_command
+
+        return run_job_command(argv[0], argv[1:])
     if argv and argv[0] in ("--version", "-V"):
         print(f"rpremote {__version__}")
         return 0
     print(
         "usage: rpremote serve [options] [--endpoint NAME --worker-cmd CMD ...]\n"
+        "       rpremote jobs [--limit N] [--status S] [--json]\n"
+        "       rpremote logs ID\n"
+        "       rpremote cancel ID\n"
         "       rpremote --version\n\n"
         "Run `rpremote serve --help` for the emulator's options.",
         file=sys.stderr,

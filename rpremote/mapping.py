@@ -82,7 +82,7 @@ def run_map(
     batch_size: int | None = None,
     concurrency: int | None = None,
 ) -> Iterator[Any]:
-    from . import config
+    from . import config, journal
     from .client import targets
     from .report import default_reporter
 
@@ -104,6 +104,7 @@ def run_map(
     target.check_environment(protocol.python_version(), rf._environment(fn_notes)["client_env"])
     endpoint = target.endpoint_for(rf.resources)
     reporter = _LogsOnly(default_reporter())
+    recording = journal.watching(reporter, target, rf.resources, "map")
     policy = rf.policy
     retries = rf.retries
     name = f"{rf.fn.__module__}.{rf.fn.__qualname__}"
@@ -123,7 +124,7 @@ def run_map(
                                         **rf._environment(notes))
         target.blobs.ship(request)
         job = Job(target.queue, endpoint, secret=secret, name=rf.fn.__name__,
-                  reporter=reporter, call_id=request["call"], fetch=target.blobs.fetch,
+                  reporter=recording, call_id=request["call"], fetch=target.blobs.fetch,
                   result_device=rf.result_device)
         if stopping:
             raise _Stopped()

@@ -108,6 +108,11 @@ class LocalEmulator:
             return cls._start(directory)
 
     @classmethod
+    def running(cls, directory: Path | None = None) -> "LocalEmulator | None":
+        """The running emulator, or None; never starts one (the CLI's look at old jobs)."""
+        return cls._find(directory or state_dir())
+
+    @classmethod
     def _find(cls, directory: Path) -> "LocalEmulator | None":
         info = _read_state(directory / "server.json")
         if not info or not _pid_alive(int(info.get("pid", 0))):

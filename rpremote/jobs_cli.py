@@ -1,0 +1,188 @@
+"""``rpremote jobs | logs ID | cancel ID``: the job journal from a terminal.
+
+``jobs`` reads only the journal. ``logs`` and ``cancel`` find the job's endpoint in the journal
+and then ask the queue API of the target the job ran on; they never start the local emulator
+(a job that ran on it is gone with it). Every failure is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from . import journal
+from . import platform as rp
+from .errors import RpremoteError
+
+SHORT_ID = 13  # "sync-1a2b3c4d" / "1a2b3c4d-5e6f": enough to tell jobs apart, and a valid prefix
+
+
+class CommandError(Exception):
+    """A one-line reason the command could not do its job."""
+
+
+def run_job_command(command: str, argv: list[str]) -> int:
+    parser = _parser(command)
+    args = parser.parse_args(argv)
+    try:
+        if command == "jobs":
+            return _jobs(args)
+        if command == "logs":
+            return _logs(args.id)
+        return _cancel(args.id)
+    except (CommandError, RpremoteError) as e:
+        print(f"rpremote {command}: {e}", file=sys.stderr)
+        return 1
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    if command == "jobs":
+        p = argparse.ArgumentParser(prog="rpremote jobs",
+                                    description="The newest jobs in this user's job journal.")
+        p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+        p.add_argument("--status", default=None,
+                       help="only jobs in this state (COMPLETED, FAILED, IN_PROGRESS, ...)")
+        p.add_argument("--name", default=None, help="only jobs of this function or cell")
+        p.add_argument("--json", action="store_true", help="one JSON list, every column")
+        return p
+    what = {"logs": "Print what a job printed (its output, as the platform still holds it).",
+            "cancel": "Cancel a job (queued: removed; running: stopped)."}[command]
+    p = argparse.ArgumentParser(prog=f"rpremote {command}", description=what)
+    p.add_argument("id", help="the job's id, or a unique prefix of it (as `rpremote jobs` shows)")
+    return p
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    entries = journal.recent(limit=args.limit, status=args.status, name=args.name)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=1))
+        return 0
+    if not entries:
+        print("no jobs in the journal" + (" with that status" if args.status else ""))
+        return 0
+    head = ("ID", "NAME", "ENDPOINT", "GPU", "STATUS", "SUBMITTED", "DELAY", "EXEC", "COST")
+    rows = [head] + [_row(e) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if any(e.target == "local" and e.cost_usd for e in entries):
+        print("(cost in parentheses: what RunPod would charge; jobs on the local target cost nothing)")
+    return 0
+
+
+def _row(e: journal.Entry) -> tuple[str, ...]:
+    submitted = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.submitted_at))
+                 if e.submitted_at else "-")
+    cost = "-"
+    if e.cost_usd is not None:
+        cost = f"${e.cost_usd:.4f}"
+        if e.target == "local":
+            cost = f"({cost})"
+    name = e.name or "-"
+    if e.kind and e.kind != "call":
+        name += f" [{e.kind}]"
+    return (short_id(e.id), name, e.endpoint, e.gpu or "-", e.status or "-", submitted,
+            _seconds(e.delay_ms), _seconds(e.execution_ms), cost)
+
+
+def short_id(job_id: str) -> str:
+    return job_id[:SHORT_ID]
+
+
+def _seconds(ms: int | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:.1f}s"
+
+
+# -- logs, cancel -----------------------------------------------------------------------------
+
+
+def _entry(job_id: str) -> journal.Entry:
+    entry = journal.get(job_id)
+    if entry is None:
+        raise CommandError(f"no job {job_id!r} in the job journal ({journal.journal().path}); "
+                           "`rpremote jobs` lists the known ones")
+    return entry
+
+
+def _queue(entry: journal.Entry):
+    """A queue client for the target the job ran on; never starts anything."""
+    if entry.target not in (None, "local"):
+        raise CommandError(f"job {entry.id} ran on the {entry.target!r} target, which this "
+                           "version of rpremote cannot reach yet")
+    from .client.local import LocalEmulator
+    from .client.queue import QueueClient
+
+    emulator = LocalEmulator.running()
+    if emulator is None:
+        raise CommandError(f"the local emulator is not running, so job {entry.id} is gone "
+                           "with it (it stops after 15 idle minutes)")
+    return QueueClient(emulator.url, emulator.key,
+                       where=f"the local emulator (pid {emulator.pid})")
+
+
+def _ask(entry: journal.Entry, op: str) -> dict[str, Any]:
+    from .errors import JobFailed
+
+    queue = _queue(entry)
+    try:
+        return queue.call(op, entry.endpoint, entry.id)
+    except JobFailed as e:
+        if e.http_status == 404:
+            raise CommandError(
+                f"job {entry.id} is no longer kept by the platform (results are kept "
+                f"{rp.RETENTION_RUN_S // 60} min after /run and {rp.RETENTION_RUNSYNC_S} s "
+                "after a blocking call), so its output is gone") from None
+        raise
+    finally:
+        queue.close()
+
+
+def _logs(job_id: str) -> int:
+    entry = _entry(job_id)
+    st = _ask(entry, "status")
+    _note(entry, st)
+    text = "".join(str(ev.get("data", "")) for batch in st.get("output") or ()
+                   if isinstance(batch, list) for ev in batch
+                   if isinstance(ev, dict) and ev.get("t") == "log")
+    sys.stdout.write(text)
+    if text and not text.endswith("\n"):
+        sys.stdout.write("\n")
+    status = st.get("status")
+    if status not in rp.TERMINAL_STATES:
+        print(f"(job {entry.id} is {status}; this is its output so far)", file=sys.stderr)
+    elif not text:
+        print(f"(job {entry.id} printed nothing)", file=sys.stderr)
+    return 0
+
+
+def _cancel(job_id: str) -> int:
+    entry = _entry(job_id)
+    st = _ask(entry, "cancel")
+    status = st.get("status") or "?"
+    _note(entry, st)
+    print(f"{entry.id}: {status}")
+    return 0
+
+
+def _note(entry: journal.Entry, st: dict[str, Any]) -> None:
+    """Bring the journal up to date with what the platform said (a spawned job nobody
+    followed still reads IN_QUEUE there). A status the journal already ended with stays."""
+    status = st.get("status")
+    if not status or entry.status in rp.TERMINAL_STATES:
+        return
+    values: dict[str, Any] = {"status": status}
+    if st.get("workerId"):
+        values["worker"] = st["workerId"]
+    if st.get("delayTime") is not None:
+        values["delay_ms"] = int(st["delayTime"])
+    if st.get("executionTime") is not None:
+        values["execution_ms"] = int(st["executionTime"])
+    if status in rp.TERMINAL_STATES:
+        values["finished_at"] = time.time()
+    journal.update(entry.id, **values)

@@ -1,0 +1,386 @@
+"""The job journal: every job this user submitted, in one SQLite file, for the CLI and the sidebar.
+
+``<data dir>/jobs.sqlite3`` holds one row per job: where it ran (endpoint, target), what it was
+(function or cell name, kind, GPU), how it went (status, worker, times, error's first line) and
+what it would cost on RunPod. Never the API key, the secret, the payload or the result: the
+journal is metadata that may be shown, copied and shared.
+
+The file is created on the first write, so ``import rpremote`` touches nothing. WAL mode and a
+busy timeout make it safe from several processes and threads. The journal is a convenience,
+never a reason for a call to fail: a journal that cannot be written warns once on stderr and
+the call carries on. It keeps the newest ``MAX_ROWS`` jobs, pruned now and then on write.
+
+``JournalReporter`` records jobs as they go: it wraps the reporter a ``Job`` talks to, so every
+``@remote`` call, spawn, generator, ``aio`` call and map job is recorded when its id is known
+and updated on each status change (one write per change, not per poll).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import platform as rp
+from .errors import RpremoteError
+from .paths import data_dir
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .report import JobView, Reporter
+    from .resources import Resources
+
+FILENAME = "jobs.sqlite3"
+MAX_ROWS = 10_000
+PRUNE_EVERY = 500  # inserts between prunes (and once on a process's first insert)
+BUSY_TIMEOUT_MS = 2_000
+RETRY_AFTER_FAILURE_S = 30.0  # a journal that failed is left alone this long
+ERROR_MAX_CHARS = 200
+RETRYING = "RETRYING"  # the job's own failure is already recorded; the next attempt is a new row
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    target TEXT,
+    name TEXT,
+    kind TEXT,
+    gpu TEXT,
+    status TEXT,
+    worker TEXT,
+    submitted_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    delay_ms INTEGER,
+    execution_ms INTEGER,
+    cost_usd REAL,
+    error TEXT,
+    attempts INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_by_submitted ON jobs (submitted_at);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal row. Times are epoch seconds; ``cost_usd`` is what RunPod would charge
+    (flex price × execution time; None for CPU or an unknown price); on the ``local`` target
+    nothing is charged, it is what the job *would* cost."""
+
+    id: str
+    endpoint: str
+    target: str | None = None
+    name: str | None = None
+    kind: str | None = None
+    gpu: str | None = None
+    status: str | None = None
+    worker: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    delay_ms: int | None = None
+    execution_ms: int | None = None
+    cost_usd: float | None = None
+    error: str | None = None
+    attempts: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS = tuple(f.name for f in fields(Entry))
+
+
+class AmbiguousJobId(RpremoteError, LookupError):
+    """A job id prefix that matches more than one job."""
+
+
+class Journal:
+    """One journal file; one connection per process, shared by threads under a lock."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: "sqlite3.Connection | None" = None
+        self._warned = False
+        self._failed_until = 0.0
+        self._inserts = 0
+
+    # -- writing (never raises) ----------------------------------------------------------------
+
+    def record(self, job_id: str, endpoint: str, **values: Any) -> bool:
+        """Insert a job, or update the columns given when it is there already."""
+        values = _clean({"endpoint": endpoint, **values})
+        names = ["id", *values]
+        sql = (f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+               f"ON CONFLICT (id) DO UPDATE SET "
+               + ", ".join(f"{n} = excluded.{n}" for n in values))
+        ok = self._write(sql, (job_id, *values.values()))
+        if ok:
+            self._inserts += 1
+            if self._inserts % PRUNE_EVERY == 1:
+                self.prune()
+        return ok
+
+    def update(self, job_id: str, **values: Any) -> bool:
+        """Set some columns of a recorded job (nothing happens for an unknown id)."""
+        values = _clean(values)
+        if not values:
+            return True
+        sql = f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in values)} WHERE id = ?"
+        return self._write(sql, (*values.values(), job_id))
+
+    def prune(self, keep: int = MAX_ROWS) -> bool:
+        """Drop all but the newest ``keep`` jobs."""
+        return self._write(
+            "DELETE FROM jobs WHERE submitted_at < (SELECT submitted_at FROM jobs "
+            "ORDER BY submitted_at DESC LIMIT 1 OFFSET ?)", (keep - 1,))
+
+    def _write(self, sql: str, params: tuple) -> bool:
+        import sqlite3
+
+        if self._failed_until and time.monotonic() < self._failed_until:
+            return False
+        opened = False
+        try:
+            with self._lock:
+                conn = self._connect(create=True)
+                assert conn is not None
+                opened = True
+                conn.execute(sql, params)
+            self._failed_until = 0.0
+            return True
+        except (sqlite3.Error, OSError) as e:
+            if not opened:  # cannot be opened (read-only, not a directory): leave it a while
+                self._failed_until = time.monotonic() + RETRY_AFTER_FAILURE_S
+            else:  # busy past the timeout, disk full, ...: this write is lost, the next may not be
+                self._drop_connection()
+            if not self._warned:
+                self._warned = True
+                print(f"rpremote: cannot write the job journal {self.path} ({type(e).__name__}: "
+                      f"{e}); jobs are not recorded there, calls go on as usual",
+                      file=sys.stderr, flush=True)
+            return False
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def recent(self, limit: int = 50, status: str | None = None,
+               name: str | None = None) -> list[Entry]:
+        """The newest jobs first; ``status`` and ``name`` filter exactly."""
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status.upper())
+        if name:
+            where.append("name = ?")
+            params.append(name)
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM jobs"
+               + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY submitted_at DESC LIMIT ?")
+        return [Entry(*row) for row in self._read(sql, (*params, limit))]
+
+    def get(self, job_id: str) -> Entry | None:
+        """The job with this id or unique id prefix; ``AmbiguousJobId`` when several match."""
+        rows = self._read(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (job_id,))
+        if not rows and job_id:
+            rows = self._read(f"SELECT {', '.join(COLUMNS)} FROM jobs "
+                              "WHERE substr(id, 1, ?) = ? LIMIT 6", (len(job_id), job_id))
+        if len(rows) > 1:
+            shown = ", ".join(r[0] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise AmbiguousJobId(f"job id prefix {job_id!r} matches several jobs ({shown}); "
+                                 "give more of the id")
+        return Entry(*rows[0]) if rows else None
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        with self._lock:
+            conn = self._connect(create=False)
+            if conn is None:
+                return []
+            return conn.execute(sql, params).fetchall()
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def _connect(self, create: bool) -> "sqlite3.Connection | None":
+        import sqlite3
+
+        if self._conn is not None:
+            return self._conn
+        if not create and not self.path.exists():
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            if create:
+                try:
+                    os.chmod(self.path, 0o600)
+                except OSError:
+                    pass
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+                self._conn = None
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - set(COLUMNS)
+    if unknown:
+        raise TypeError(f"not journal columns: {', '.join(sorted(unknown))}")
+    if values.get("error"):
+        values["error"] = first_line(values["error"])
+    return values
+
+
+def first_line(text: Any) -> str:
+    lines = str(text).strip().splitlines()
+    return (lines[0] if lines else "")[:ERROR_MAX_CHARS]
+
+
+_journals: dict[Path, Journal] = {}
+_journals_lock = threading.Lock()
+
+
+def journal(path: Path | None = None) -> Journal:
+    """The journal for ``path`` (default: ``data_dir() / "jobs.sqlite3"``), one per process."""
+    path = Path(path) if path is not None else data_dir() / FILENAME
+    with _journals_lock:
+        found = _journals.get(path)
+        if found is None:
+            found = _journals[path] = Journal(path)
+        return found
+
+
+def record(job_id: str, endpoint: str, **values: Any) -> bool:
+    return journal().record(job_id, endpoint, **values)
+
+
+def update(job_id: str, **values: Any) -> bool:
+    return journal().update(job_id, **values)
+
+
+def recent(limit: int = 50, status: str | None = None, name: str | None = None) -> list[Entry]:
+    return journal().recent(limit, status, name)
+
+
+def get(job_id: str) -> Entry | None:
+    return journal().get(job_id)
+
+
+# -- recording jobs as they go ----------------------------------------------------------------
+
+
+class JournalReporter:
+    """A reporter that passes everything on to ``inner`` and writes the journal on the side:
+    a row when a job's id is first seen, an update when its status or worker changes, the
+    times, error and cost when it ends."""
+
+    def __init__(self, inner: "Reporter", *, target: str, resources: "Resources | None" = None,
+                 kind: str = "call", path: Path | None = None):
+        self.inner = inner
+        self.target = target
+        self.kind = kind
+        self.gpu = resources.describe() if resources is not None else None
+        self.usd_per_s = resources.flex_usd_per_s if resources is not None else None
+        self.journal = journal(path)
+        self._seen: dict[str, tuple[str, str | None]] = {}  # job id -> (status, worker) written
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # whatever else the inner reporter offers
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def status(self, job: "JobView", status: str, worker: str | None) -> None:
+        self.inner.status(job, status, worker)
+        job_id = job.id
+        if not job_id or status == RETRYING:
+            return
+        with self._lock:
+            before = self._seen.get(job_id)
+            if before == (status, worker):
+                return
+            self._seen[job_id] = (status, worker)
+        if before is None:
+            self.journal.record(job_id, **self._first(job, status))
+        else:
+            self.journal.update(job_id, status=status, worker=worker,
+                                **self._started(job))
+
+    def log(self, job: "JobView", stream: str, text: str) -> None:
+        self.inner.log(job, stream, text)
+
+    def finished(self, job: "JobView", status: str) -> None:
+        self.inner.finished(job, status)
+        job_id = job.id
+        if not job_id:
+            return
+        with self._lock:
+            self._seen.pop(job_id, None)
+        values = self._first(job, status)
+        error = None
+        final = getattr(job, "_final", None) or {}
+        result = getattr(job, "_result", None)
+        if isinstance(result, dict) and result.get("ok") is False:
+            # The platform says COMPLETED; the call raised: the journal tells the call's outcome.
+            err = result.get("error") or {}
+            values["status"] = rp.FAILED
+            error = f"{err.get('type', 'Error')}: {first_line(err.get('message', ''))}"
+        elif status != rp.COMPLETED and final.get("error"):
+            error = final["error"]
+        execution = getattr(job, "execution_time", None)
+        cost = (execution * self.usd_per_s if execution is not None and self.usd_per_s
+                else None)
+        values.update(finished_at=time.time(), execution_ms=_ms(execution), cost_usd=cost,
+                      error=error)
+        self.journal.record(job_id, **values)
+
+    def _first(self, job: "JobView", status: str) -> dict[str, Any]:
+        submitted = time.time() - (time.monotonic() - job.submitted_at)
+        return dict(endpoint=job.endpoint, target=self.target, name=job.name, kind=self.kind,
+                    gpu=self.gpu, status=status, worker=getattr(job, "worker", None),
+                    submitted_at=submitted,
+                    attempts=len(getattr(job, "attempts", None) or ()) + 1,
+                    **self._started(job, submitted))
+
+    @staticmethod
+    def _started(job: "JobView", submitted: float | None = None) -> dict[str, Any]:
+        delay = getattr(job, "delay_time", None)
+        if delay is None:
+            return {}
+        if submitted is None:
+            submitted = time.time() - (time.monotonic() - job.submitted_at)
+        return {"delay_ms": _ms(delay), "started_at": submitted + delay}
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(round(seconds * 1000))
+
+
+def watching(inner: "Reporter", target: Any, resources: "Resources | None",
+             kind: str) -> "Reporter":
+    """``inner``, with every job it hears about recorded in the journal of this user."""
+    return JournalReporter(inner, target=getattr(target, "name", str(target)),
+                           resources=resources, kind=kind)
