@@ -33,6 +33,8 @@ R = TypeVar("R")
 class RemoteFunction(Generic[P, R]):
     """A function bound to resources; calling it runs it remotely and returns its value."""
 
+    kind = "call"  # how the job journal files its jobs ("cell" for %%runpod)
+
     def __init__(self, fn: Callable[P, R], resources: Resources, timeout_s: float,
                  ttl_s: float | None = None, retries: Retries | None = None, *,
                  dependencies: tuple[Requirement, ...] = (), auto_dependencies: bool = True,
@@ -135,7 +137,7 @@ class RemoteFunction(Generic[P, R]):
         endpoint = target.endpoint_for(self.resources)
         target.blobs.ship(request)  # big pieces to the offload store (once), before sending
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
-                  reporter=journal.watching(default_reporter(), target, self.resources, "call"),
+                  reporter=journal.watching(default_reporter(), target, self.resources, self.kind),
                   call_id=request["call"], retries=self.retries,
                   fetch=target.blobs.fetch, result_device=self.result_device)
         return job, request

@@ -67,6 +67,9 @@ def test_earlier_cells_go_out_and_assigned_names_come_back(kernel):
     assert back["stdout"].strip() == "42 Point 42 True False"
     # The class that went out and came back is still the notebook's class.
     assert run(kernel, "print(isinstance(p, Point))")["stdout"].strip() == "True"
+    from rpremote import journal  # the cell is in the job journal, as a cell
+    cells = [e for e in journal.recent(limit=20) if e.kind == "cell"]
+    assert cells and cells[0].status == "COMPLETED" and "cell_" in cells[0].name
 
 
 def test_pull_push_and_no_pull(kernel):

@@ -56,6 +56,7 @@ class RunpodMagics(Magics):
         filename = f"<runpod-cell-{number}>"
         fn = remote(gpu=args.gpu, timeout=args.timeout,
                     dependencies=_names(args.deps) or ())(_named(run_cell, f"cell_{number}"))
+        fn.kind = "cell"
         outcome = fn(cell, filename, pushed, pull)
         user_ns.update(outcome.values)
         for name, why in outcome.skipped.items():
