@@ -82,7 +82,6 @@ def bench_rpremote(make, mib: float, http: bool) -> dict[str, object]:
 def bench_sdk_base64(make, mib: float) -> dict[str, object]:
     import httpx
     from rpremote.client import targets
-    from rpremote.resources import make_resources
 
     emulator = targets.current().emulator
     handler = Path(__file__).parent / "handlers" / "b64_array.py"
@@ -91,7 +90,6 @@ def bench_sdk_base64(make, mib: float) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {emulator.key}"}
     httpx.put(f"{emulator.url}/rpremote/v1/endpoints/bench-b64", json=spec, headers=headers).raise_for_status()
     client = httpx.Client(timeout=600, headers=headers)
-    del make_resources
 
     def call(a):
         body = {"input": {"array": base64.b64encode(a.tobytes()).decode("ascii")}}
