@@ -79,18 +79,21 @@ def parse_requirement(text: str) -> Requirement:
     return Requirement(name, extras, clauses)
 
 
-def check_dependencies(value: Any) -> tuple[Requirement, ...]:
-    """``dependencies=`` as requirements, one per distribution; ConfigError says what to write."""
+def _listed(value: Any, option: str, what: str, example: str) -> list | tuple:
+    """``value`` when it is a list or tuple (None: empty); else a ConfigError saying how."""
     if value is None:
         return ()
     if isinstance(value, str):
-        raise ConfigError(f"dependencies is a list of requirement strings; wrap it in a list: "
-                          f"dependencies=[{value!r}]")
+        raise ConfigError(f"{option} is a list of {what}; wrap it in a list: {option}=[{value!r}]")
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"dependencies is a list of requirement strings like ['numpy>=2']; "
-                          f"got {type(value).__name__}")
+        raise ConfigError(f"{option} is a list of {what} like {example}; got {type(value).__name__}")
+    return value
+
+
+def check_dependencies(value: Any) -> tuple[Requirement, ...]:
+    """``dependencies=`` as requirements, one per distribution; ConfigError says what to write."""
     out: dict[str, Requirement] = {}
-    for dep in value:
+    for dep in _listed(value, "dependencies", "requirement strings", "['numpy>=2']"):
         if not isinstance(dep, str) or not dep.strip():
             raise ConfigError(f"each dependency is a non-empty requirement string like "
                               f"'numpy>=2'; got {dep!r}")
@@ -107,16 +110,9 @@ def check_dependencies(value: Any) -> tuple[Requirement, ...]:
 
 def check_system_packages(value: Any) -> tuple[str, ...]:
     """``system_dependencies=`` as Debian package names; ConfigError says what to write."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        raise ConfigError(f"system_dependencies is a list of Debian package names; wrap it in "
-                          f"a list: system_dependencies=[{value!r}]")
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"system_dependencies is a list of Debian package names like "
-                          f"['ffmpeg', 'libsndfile1']; got {type(value).__name__}")
     out: dict[str, None] = {}
-    for name in value:
+    for name in _listed(value, "system_dependencies", "Debian package names",
+                        "['ffmpeg', 'libsndfile1']"):
         if not isinstance(name, str) or not _DEBIAN_RE.fullmatch(name):
             raise ConfigError(f"system_dependencies: {name!r} is not a Debian package name "
                               f"(lower-case letters, digits, '+', '-', '.'; e.g. 'ffmpeg', "
