@@ -38,8 +38,10 @@ class RemoteFunction(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], resources: Resources, timeout_s: float,
                  ttl_s: float | None = None, retries: Retries | None = None, *,
                  dependencies: tuple[Requirement, ...] = (), auto_dependencies: bool = True,
-                 system_dependencies: tuple[str, ...] = (), result_device: str = "cpu"):
+                 system_dependencies: tuple[str, ...] = (), result_device: str = "cpu",
+                 endpoint: str | None = None):
         self.fn = fn
+        self.endpoint = endpoint  # an existing endpoint to use instead of one for ``resources``
         self.result_device = result_device
         self.resources = resources
         self.timeout_s = timeout_s
@@ -134,13 +136,20 @@ class RemoteFunction(Generic[P, R]):
         request, secret = self._request(args, kwargs)
         target = targets.current()
         target.check_environment(request["python"], request["client"])
-        endpoint = target.endpoint_for(self.resources)
+        endpoint = self._endpoint_on(target)
         target.blobs.ship(request)  # big pieces to the offload store (once), before sending
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
                   reporter=journal.watching(default_reporter(), target, self.resources, self.kind),
                   call_id=request["call"], retries=self.retries,
                   fetch=target.blobs.fetch, result_device=self.result_device)
         return job, request
+
+    def _endpoint_on(self, target: Any) -> str:
+        """The endpoint id jobs go to: the one named with ``endpoint=`` (checked to exist),
+        else the target's endpoint for this function's resources (created when missing)."""
+        if self.endpoint:
+            return target.existing_endpoint(self.endpoint)
+        return target.endpoint_for(self.resources)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the plain function here, for debugging."""
@@ -194,6 +203,7 @@ def remote(
     dependencies: list[str] | tuple[str, ...] | None = (), auto_dependencies: bool = True,
     system_dependencies: list[str] | None = None, env: dict[str, str] | None = None,
     ttl: float | None = None, retries: int | Retries | None = None, result_device: str = "cpu",
+    endpoint: str | None = None,
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
 
@@ -212,6 +222,7 @@ def remote(
     ttl: float | None = None,
     retries: int | Retries | None = None,
     result_device: str = "cpu",
+    endpoint: str | None = None,
 ):
     """Run the decorated function remotely.
 
@@ -233,7 +244,8 @@ def remote(
     (``["ffmpeg"]``) the worker installs with apt-get (the local target only checks them).
     ``result_device``: where torch tensors in results land here: ``"cpu"`` (default),
     ``"keep"`` (the device they were on, when this machine has it) or a device such as
-    ``"cuda:0"``.
+    ``"cuda:0"``. ``endpoint``: the id of an existing endpoint that runs the rpremote executor
+    (one you deployed); jobs go there instead of to an endpoint made for these resources.
     """
     resources = make_resources(gpu=gpu, gpu_count=gpu_count, workers=workers,
                                idle_timeout=idle_timeout, env=env)
@@ -249,6 +261,8 @@ def remote(
         device = check_policy(result_device)
     except ValueError as e:
         raise ConfigError(f"result_device: {e}") from None
+    if endpoint is not None and (not isinstance(endpoint, str) or not endpoint.strip()):
+        raise ConfigError(f"endpoint is an endpoint id (a non-empty string); got {endpoint!r}")
 
     def wrap(f: Callable) -> RemoteFunction:
         if not callable(f):
@@ -258,7 +272,8 @@ def remote(
                               "the items it already delivered cannot be taken back; drop retries=")
         return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy,
                               dependencies=requirements, auto_dependencies=detect,
-                              system_dependencies=system, result_device=device)
+                              system_dependencies=system, result_device=device,
+                              endpoint=endpoint.strip() if endpoint else None)
 
     return wrap(fn) if fn is not None else wrap
 

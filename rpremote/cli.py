@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         from .jobs_cli import run_job_command
 
         return run_job_command(argv[0], argv[1:])
+    if argv and argv[0] == "endpoints":
+        from .endpoints_cli import main as endpoints_main
+
+        return endpoints_main(argv[1:])
     if argv and argv[0] in ("--version", "-V"):
         print(f"rpremote {__version__}")
         return 0
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "       rpremote jobs [--limit N] [--status S] [--json]\n"
         "       rpremote logs ID\n"
         "       rpremote cancel ID\n"
+        "       rpremote endpoints [--json]\n"
         "       rpremote --version\n\n"
         "Run `rpremote serve --help` for the emulator's options.",
         file=sys.stderr,

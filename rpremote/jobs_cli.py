@@ -155,7 +155,10 @@ def _logs(job_id: str) -> int:
         sys.stdout.write("\n")
     status = st.get("status")
     if status not in rp.TERMINAL_STATES:
-        print(f"(job {entry.id} is {status}; this is its output so far)", file=sys.stderr)
+        print(f"(job {entry.id} is {status}: the platform hands a running job's output only "
+              "to the caller following it, and all of it once the job ends; run this again "
+              "then)" if not text else f"(job {entry.id} is {status}; this is its output so far)",
+              file=sys.stderr)
     elif not text:
         print(f"(job {entry.id} printed nothing)", file=sys.stderr)
     return 0

@@ -102,7 +102,7 @@ def run_map(
     secret, _ = config.secret_source()
     target = targets.current()
     target.check_environment(protocol.python_version(), rf._environment(fn_notes)["client_env"])
-    endpoint = target.endpoint_for(rf.resources)
+    endpoint = rf._endpoint_on(target)
     reporter = _LogsOnly(default_reporter())
     recording = journal.watching(reporter, target, rf.resources, "map")
     policy = rf.policy

@@ -17,6 +17,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 @pytest.fixture(scope="module")
 def kernel(rpremote_home):
     km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ))
+    kc.km = km  # for the interrupt test
     try:
         yield kc
     finally:
@@ -25,9 +26,9 @@ def kernel(rpremote_home):
 
 
 def run(kc, code: str, timeout: float = 120) -> dict[str, str]:
-    """Execute ``code``; its outputs by kind: stdout, stderr, result, error (text)."""
+    """Execute ``code``; its outputs by kind: stdout, stderr, result, display, error (text)."""
     msg_id = kc.execute(code)
-    out = {"stdout": "", "stderr": "", "result": "", "error": ""}
+    out = {"stdout": "", "stderr": "", "result": "", "display": "", "error": ""}
     while True:
         msg = kc.get_iopub_msg(timeout=timeout)
         if msg["parent_header"].get("msg_id") != msg_id:
@@ -39,6 +40,8 @@ def run(kc, code: str, timeout: float = 120) -> dict[str, str]:
             out[content["name"]] += content["text"]
         elif kind == "execute_result":
             out["result"] += content["data"].get("text/plain", "")
+        elif kind == "display_data":
+            out["display"] += content["data"].get("text/plain", "") + "\n"
         elif kind == "error":
             out["error"] += ANSI.sub("", "\n".join(content["traceback"]))
 
@@ -92,3 +95,94 @@ def test_a_failing_cell_shows_the_remote_traceback_with_the_cells_lines(kernel):
     assert "c = a / (b - 2)" in out["error"]
     bad = run(kernel, "%%runpod\ndef (:")
     assert "does not parse" in bad["error"] and "nothing was sent" in bad["error"]
+
+
+def test_async_cells_come_back_with_runpod_wait(kernel, tmp_path):
+    run(kernel, "%load_ext rpremote")
+    run(kernel, "base = 7")
+    first = run(kernel, "%%runpod --async\nimport time\ntime.sleep(1)\nprint('async side')\n"
+                        "doubled = base * 2\ndoubled + 1")
+    assert not first["error"], first["error"]
+    job_id = re.search(r"runs as job (\S+);", first["stderr"]).group(1)
+    # The cell returned at once: nothing came back yet, and the notebook goes on working.
+    assert run(kernel, "print('doubled' in globals())")["stdout"].strip() == "False"
+    failing = run(kernel, "%%runpod --async\nx = 1\nraise ValueError('bad async cell')")
+    assert not failing["error"], failing["error"]
+    waited = run(kernel, "%runpod wait --timeout 120")
+    # The good cell came back before the failed one's error was raised: nothing lost.
+    assert "async side" in waited["stdout"]
+    assert waited["display"].strip() == "15"  # its last expression, displayed
+    assert f"job {job_id}) is back" in waited["stderr"]
+    assert "ValueError" in waited["error"] and "bad async cell" in waited["error"]
+    assert re.search(r'File "<runpod-cell-\d+>", line 2', waited["error"]), waited["error"]
+    assert run(kernel, "print(doubled)")["stdout"].strip() == "14"
+    assert "async side" in run(kernel, f"%runpod logs {job_id}")["stdout"]
+    assert "no --async cells" in run(kernel, "%runpod wait")["stderr"]
+    assert "no pending --async cell" in run(kernel, "%runpod wait nope")["error"]
+
+
+def test_line_magics_jobs_logs_cancel_endpoints_config(kernel, tmp_path):
+    run(kernel, "%load_ext rpremote")
+    marker = tmp_path / "ticks"
+    slow = run(kernel, f"%%runpod --async\nimport time, pathlib\nfor _ in range(600):\n"
+                       f"    print('tick', flush=True)\n"
+                       f"    pathlib.Path({str(marker)!r}).open('a').write('.')\n    time.sleep(0.1)")
+    job_id = re.search(r"runs as job (\S+);", slow["stderr"]).group(1)
+    from conftest import wait_for
+    wait_for(lambda: marker.exists() and marker.stat().st_size >= 3, timeout=60,
+             what="the async cell to run")
+    jobs = run(kernel, "%runpod jobs --limit 5")["stdout"]
+    assert job_id[:13] in jobs and "cell_" in jobs
+    running_logs = run(kernel, f"%runpod logs {job_id}")
+    assert "IN_PROGRESS" in running_logs["stderr"] and "once the job ends" in running_logs["stderr"]
+    assert f"{job_id}: CANCELLED" in run(kernel, f"%runpod cancel {job_id}")["stdout"]
+    size = marker.stat().st_size
+    wait_for(lambda: marker.stat().st_size == size or None, timeout=15, interval=1.0,
+             what="the cancelled cell to stop")
+    cancelled = run(kernel, f"%runpod wait {job_id[:13]}")
+    assert "JobCancelled" in cancelled["error"]
+    endpoints = run(kernel, "%runpod endpoints")["stdout"]
+    assert "rpremote-cpu-" in endpoints and "IDLE TIMEOUT" in endpoints
+    shown = run(kernel, "%runpod config gpu=ADA_24 timeout=30")
+    assert not shown["error"], shown["error"]
+    assert "gpu     = ADA_24" in shown["stdout"] and "timeout = 30 s" in shown["stdout"]
+    assert "never shown" in shown["stdout"]
+    assert "unknown key" in run(kernel, "%runpod config colour=red")["error"]
+    assert "no such command" in run(kernel, "%runpod frobnicate")["error"]
+    assert not run(kernel, "%runpod config gpu=cpu timeout=600")["error"]
+
+
+def test_endpoint_flag_uses_an_existing_endpoint_or_says_none_exists(kernel):
+    run(kernel, "%load_ext rpremote")
+    missing = run(kernel, "%%runpod --endpoint no-such-endpoint\nv = 1")
+    assert "no endpoint 'no-such-endpoint'" in missing["error"] and "nothing was sent" in missing["error"]
+    from rpremote.endpoints_cli import endpoint_rows
+    existing = next(ep["id"] for ep in endpoint_rows() if ep["id"].startswith("rpremote-cpu-"))
+    out = run(kernel, f"%%runpod --endpoint {existing}\nv = 41 + 1")
+    assert not out["error"], out["error"]
+    assert run(kernel, "print(v)")["stdout"].strip() == "42"
+
+
+def test_a_kernel_interrupt_cancels_the_remote_cell(kernel, tmp_path):
+    import time as _time
+
+    run(kernel, "%load_ext rpremote")
+    marker = tmp_path / "ticks"
+    msg_id = kernel.execute(f"%%runpod\nimport time, pathlib\ntry:\n    for _ in range(600):\n"
+                            f"        pathlib.Path({str(marker)!r}).open('a').write('.')\n"
+                            f"        time.sleep(0.1)\nexcept BaseException as e:\n"
+                            f"    pathlib.Path({str(tmp_path / 'stopped-by')!r}).write_text(type(e).__name__)\n"
+                            f"    raise")
+    from conftest import wait_for
+    wait_for(lambda: marker.exists() and marker.stat().st_size >= 3, timeout=60,
+             what="the cell to run remotely")
+    _time.sleep(0.5)
+    kernel.km.interrupt_kernel()
+    deadline = _time.monotonic() + 60
+    while True:
+        msg = kernel.get_shell_msg(timeout=max(0.1, deadline - _time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id:
+            break
+    assert msg["content"]["status"] == "error" and msg["content"]["ename"] == "KeyboardInterrupt"
+    wait_for(lambda: (tmp_path / "stopped-by").exists(), timeout=15, what="the remote stop")
+    assert (tmp_path / "stopped-by").read_text() == "JobStopped"

@@ -283,8 +283,11 @@ def test_ctrl_c_in_a_script_cancels_the_remote_job(tmp_path, after_s):
     folder = tmp_path / "job"
     folder.mkdir()
     script.write_text(CTRL_C_SCRIPT.format(tests=str(Path(__file__).parent), folder=str(folder)))
+    # SIGINT at its default even when the suite runs as a background job (where the shell
+    # starts it ignored, and the script would rightly ignore our Ctrl-C).
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: _ticks(folder / "ticks") >= 1, timeout=60, what="the remote ticks")
         time.sleep(after_s)

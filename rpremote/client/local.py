@@ -175,6 +175,26 @@ class LocalEmulator:
             raise EmulatorUnavailable(f"the local emulator answered /info with {r.status_code}: {r.text}")
         return r.json()
 
+    def endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint the emulator hosts (its specs, as ``/rpremote/v1/endpoints`` lists them)."""
+        return self._get("/rpremote/v1/endpoints")
+
+    def endpoint(self, name: str) -> dict[str, Any] | None:
+        """One endpoint's spec and workers, or None when the emulator has no such endpoint."""
+        return self._get(f"/rpremote/v1/endpoints/{name}", missing_ok=True)
+
+    def _get(self, path: str, missing_ok: bool = False) -> Any:
+        try:
+            r = httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.key}"},
+                          timeout=30)
+        except httpx.TransportError as e:
+            raise EmulatorUnavailable(f"the local emulator at {self.url} stopped answering: {e}") from e
+        if r.status_code == 404 and missing_ok:
+            return None
+        if r.status_code != 200:
+            raise EmulatorUnavailable(f"the local emulator answered {path} with {r.status_code}: {r.text}")
+        return r.json()
+
     def ensure_endpoint(self, resources: Resources, secret_env: dict[str, str]) -> str:
         """Create the endpoint for ``resources`` (or find it unchanged) and return its id."""
         name = resources.endpoint_name

@@ -13,7 +13,7 @@ import os
 
 from .. import config
 from ..blobs import DirectoryStore, HttpStore, Shipper
-from ..errors import TargetNotAvailable
+from ..errors import ConfigError, TargetNotAvailable
 from ..resources import Resources
 from .local import LocalEmulator
 from .queue import QueueClient
@@ -49,6 +49,15 @@ class LocalTarget:
             self._announced.add(name)
             print(f"rpremote: {resources.describe()} requested; running on local workers "
                   "(this machine's CPU/GPU)", file=sys.stderr)
+        return name
+
+    def existing_endpoint(self, name: str) -> str:
+        """``name``, once the emulator confirms it hosts that endpoint (nothing is sent otherwise)."""
+        if self.emulator.endpoint(name) is None:
+            known = ", ".join(sorted(e["id"] for e in self.emulator.endpoints())) or "none yet"
+            raise ConfigError(f"the local emulator has no endpoint {name!r} (it has: {known}); "
+                              "nothing was sent. `rpremote endpoints` lists them; leave out "
+                              "endpoint= to get one made for the function's resources")
         return name
 
     def check_environment(self, python: str, client_env: dict) -> None:

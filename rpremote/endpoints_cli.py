@@ -1,0 +1,75 @@
+"""``rpremote endpoints``: the endpoints of the current target, their workers and queues.
+
+On the local target this asks the running emulator and never starts one (no emulator means
+no endpoints). Shared by the CLI and ``%runpod endpoints``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import config
+from .errors import RpremoteError
+
+HEAD = ("ENDPOINT", "GPU", "WORKERS", "IDLE", "RUNNING", "STARTING", "QUEUED", "IN PROGRESS",
+        "IDLE TIMEOUT")
+
+
+def endpoint_rows() -> list[dict[str, Any]]:
+    """One dict per endpoint: its spec plus the live worker and job counts."""
+    target = config.target_name()
+    if target != "local":
+        raise RpremoteError(f"listing endpoints on target {target!r} needs the RunPod "
+                            "provisioning work that has not landed; only 'local' is listed")
+    from .client.local import LocalEmulator
+    from .client.queue import QueueClient
+
+    emulator = LocalEmulator.running()
+    if emulator is None:
+        return []
+    specs = emulator.endpoints()
+    queue = QueueClient(emulator.url, emulator.key, where=f"the local emulator (pid {emulator.pid})")
+    try:
+        return [{**spec, "health": queue.health(spec["id"])} for spec in specs]
+    finally:
+        queue.close()
+
+
+def _row(ep: dict[str, Any]) -> tuple[str, ...]:
+    workers, jobs = ep["health"]["workers"], ep["health"]["jobs"]
+    return (ep["id"], str(ep.get("gpu") or "CPU"),
+            f"{ep.get('workersMin', 0)}-{ep.get('workersMax', '?')}",
+            str(workers.get("idle", 0)), str(workers.get("running", 0)),
+            str(workers.get("initializing", 0)), str(jobs.get("inQueue", 0)),
+            str(jobs.get("inProgress", 0)), f"{ep.get('idleTimeout', '?')} s")
+
+
+def print_endpoints(as_json: bool = False) -> int:
+    rows = endpoint_rows()
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no endpoints (the local emulator is not running, or has none yet)")
+        return 0
+    table = [HEAD] + [_row(ep) for ep in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEAD))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rpremote endpoints",
+                                description="The endpoints of the current target, with their "
+                                            "workers and queues.")
+    p.add_argument("--json", action="store_true", help="one JSON list: specs and health")
+    args = p.parse_args(argv)
+    try:
+        return print_endpoints(args.json)
+    except RpremoteError as e:
+        print(f"rpremote endpoints: {e}", file=sys.stderr)
+        return 1
