@@ -206,6 +206,12 @@ def ignores_stops(folder):
             (p / "swallowed").write_text(type(e).__name__)
 
 
+@remote(workers=1, idle_timeout=60, env={"RPREMOTE_STOP_GRACE_S": "3"})
+def sleeps_in_c_or_says_pid(seconds):
+    time.sleep(seconds)  # one C call: JobStopped cannot interrupt it
+    return os.getpid()
+
+
 def _assert_stopped(folder: Path) -> None:
     wait_for(lambda: (folder / "stopped-by").exists(), timeout=15, what="the remote stop")
     assert (folder / "stopped-by").read_text() == "JobStopped"
@@ -299,3 +305,21 @@ def test_ctrl_c_in_a_script_cancels_the_remote_job(tmp_path, after_s):
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
     _assert_stopped(folder)
+
+
+def test_a_worker_with_a_lingering_stopped_job_takes_no_new_job():
+    # The stopped job sits in time.sleep(60): its worker must exit after the grace (3 s).
+    # A job submitted meanwhile must wait for a fresh worker, not be taken by the doomed one
+    # and lost with it (WorkerLost) -- it once broke whichever test ran next on the endpoint.
+    stuck = sleeps_in_c_or_says_pid.spawn(60)
+    wait_for(lambda: stuck.status == "IN_PROGRESS", timeout=60, what="the sleeper to start")
+    worker = stuck.worker
+    stuck.cancel()
+    assert stuck.status == "CANCELLED"
+    t0 = time.monotonic()
+    pid = sleeps_in_c_or_says_pid(0)  # the only worker may not take it before it exits
+    assert time.monotonic() - t0 > 2.0, "the job ran on the worker that had to exit"
+    assert pid != 0
+    job = sleeps_in_c_or_says_pid.spawn(0)
+    assert job.result(timeout=60) == pid
+    assert job.worker != worker

@@ -12,9 +12,11 @@ replaces only those two waits with events. It is used for the SDK versions it wa
 against; ``RPREMOTE_STOCK_SCALER=1`` turns it off.
 
 A stopped job (cancel, timeout) gets ``JobStopped`` raised in its thread. Code that swallows
-it, or sits in a long C call, would keep the worker busy and billing: if the thread is still
-alive ``RPREMOTE_STOP_GRACE_S`` (default 10) seconds later, the worker exits, and the platform
-(or the local supervisor) starts a fresh one.
+it, or sits in a long C call (``time.sleep(60)`` cannot be interrupted), would keep the worker
+busy and billing: if the thread is still alive ``RPREMOTE_STOP_GRACE_S`` (default 10) seconds
+later, the worker exits, and the platform (or the local supervisor) starts a fresh one. While
+a stopped job's thread lingers the worker takes no new job, so a job never lands on a worker
+that is about to exit (it would be lost with it).
 """
 
 from __future__ import annotations
@@ -58,9 +60,12 @@ def make_handler(executor: Executor):
                 if finished:
                     return
         except BaseException:  # stopped by the platform (CancelledError) or worker shutdown
-            _interrupt(thread)
-            threading.Thread(target=_exit_if_stuck, args=(thread, stop_grace_s()),
-                             name="rpremote-stop-watch", daemon=True).start()
+            if thread.is_alive():
+                _interrupt(thread)
+                with _lingering_lock:
+                    _lingering.add(thread)
+                threading.Thread(target=_exit_if_stuck, args=(thread, stop_grace_s()),
+                                 name="rpremote-stop-watch", daemon=True).start()
             raise
 
     return handler
@@ -86,6 +91,18 @@ def stop_grace_s() -> float:
         return max(0.0, float(os.environ.get("RPREMOTE_STOP_GRACE_S", STOP_GRACE_DEFAULT_S)))
     except ValueError:
         return STOP_GRACE_DEFAULT_S
+
+
+# Threads of stopped jobs that have not ended yet: while there is one, no new job is taken.
+_lingering: set[threading.Thread] = set()
+_lingering_lock = threading.Lock()
+
+
+def taking_jobs() -> bool:
+    """False while a stopped job's thread may still make this worker exit."""
+    with _lingering_lock:
+        _lingering.difference_update([t for t in _lingering if not t.is_alive()])
+        return not _lingering
 
 
 def _exit_if_stuck(thread: threading.Thread, grace: float) -> None:
@@ -115,6 +132,9 @@ def fast_scaler_class():
             while self.is_alive():
                 await self.set_scale()
                 self._slot_free.clear()
+                if not taking_jobs():  # a stopped job lingers: this worker may have to exit
+                    await asyncio.sleep(0.1)
+                    continue
                 needed = self.current_concurrency - self.current_occupancy()
                 if needed <= 0:
                     try:
