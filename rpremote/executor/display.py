@@ -101,7 +101,7 @@ class DisplayHandle:
 def display(*objs: Any, include: Any = None, exclude: Any = None, metadata: dict | None = None,
             transient: dict | None = None, display_id: Any = None, raw: bool = False,
             clear: bool = False, **kwargs: Any) -> Any:
-    """IPython's ``display``, sending to the job's caller (outside a job: IPython's own, or print)."""
+    """IPython's ``display``, sending to the job's caller (outside a job: IPython's, or print)."""
     sink = _sink()
     if sink is None:
         original = _originals.get("display")
@@ -224,7 +224,7 @@ def _call_repr(obj: Any, attr: str, **kwargs: Any) -> Any:
 
 def jsonable(data: dict[str, Any]) -> dict[str, Any]:
     """Binary values (PNG, JPEG, PDF) as base64 text, as Jupyter's messages carry them."""
-    return {mime: base64.b64encode(v).decode("ascii") if isinstance(v, (bytes, bytearray, memoryview))
+    return {mime: base64.b64encode(v).decode("ascii") if isinstance(v, (bytes, bytearray))
             else v for mime, v in data.items()}
 
 
