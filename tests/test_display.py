@@ -7,6 +7,7 @@ the order they arrive) and in a script (the terminal's text form), on real emula
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -63,6 +64,35 @@ def test_the_text_form_of_a_display():
     assert displays.describe({"text/plain": "<HTML object>", "text/html": "<b>"}) == "<HTML object>"
     assert displays.describe({"image/jpeg": "AAAA"}, {"image/jpeg": {"width": 3, "height": 2}}) \
         == "<image/jpeg 3x2, 3 bytes>"
+
+
+def test_reporter_wrappers_pass_display_through_and_a_reporter_without_it_gets_text(tmp_path):
+    from rpremote.journal import JournalReporter
+    from rpremote.mapping import _LogsOnly
+    from rpremote.report import TerminalReporter
+
+    terminal = TerminalReporter()
+    assert _LogsOnly(terminal).display == terminal.display
+    assert JournalReporter(_LogsOnly(terminal), target="local",
+                           path=tmp_path / "j.sqlite3").display == terminal.display
+
+    class LogsOnly:  # an older reporter: status, log, finished
+        def __init__(self):
+            self.lines = []
+
+        def log(self, job, stream, text):
+            self.lines.append((stream, text))
+
+    from rpremote.job import Job
+
+    inner = LogsOnly()
+    job = Job(None, "ep", secret=SECRET, name="f", reporter=_LogsOnly(inner), call_id="c")
+    png = base64.b64encode(PNG_1x1).decode()
+    job._batch([protocol.display_event(SECRET, "c", {"image/png": png, "text/plain": "<F>"}),
+                protocol.display_event(b"another secret", "c", {"text/html": "<script>"})])
+    assert inner.lines[0] == ("stdout", "<image/png 1x1, 70 bytes>\n")
+    assert inner.lines[1][0] == "stderr" and "was not shown" in inner.lines[1][1]
+    assert len(inner.lines) == 2
 
 
 # -- the worker side ------------------------------------------------------------------------------
@@ -244,8 +274,8 @@ def test_a_script_prints_the_text_form_of_displays_in_order(tmp_path):
 # -- a notebook kernel: iopub messages in order ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kernel(rpremote_home):
+@contextlib.contextmanager
+def new_kernel():
     from jupyter_client.manager import start_new_kernel
 
     km, kc = start_new_kernel(kernel_name="python3", env=dict(os.environ))
@@ -254,6 +284,12 @@ def kernel(rpremote_home):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernel(rpremote_home):
+    with new_kernel() as kc:
+        yield kc
 
 
 def outputs(kc, code: str, timeout: float = 120) -> list[tuple[str, object]]:
@@ -345,6 +381,17 @@ def test_a_cells_value_shows_with_its_rich_form(kernel):
     assert base64.b64decode(fig[-1][1]["image/png"]).startswith(b"\x89PNG")
     back = outputs(kernel, "print(type(fig).__name__, len(ax.lines))")
     assert back == [("stream", "Figure 1\n")]
+
+
+@pytest.mark.usefixtures("rpremote_home")
+def test_a_figure_value_shows_as_an_image_in_a_kernel_that_never_imported_pyplot():
+    with new_kernel() as kc:
+        outputs(kc, "%load_ext rpremote")
+        fig = outputs(kc, "%%runpod --no-pull\nimport matplotlib.pyplot as plt\n"
+                          "fig = plt.figure()\nplt.plot([1, 2])\nfig")
+        assert _kinds(fig) == [("result", ["image/png", "text/plain"])], fig
+        assert outputs(kc, "import sys\nprint('matplotlib.pyplot' in sys.modules)") \
+            == [("stream", "False\n")]
 
 
 FUNCTION = '''import rpremote
