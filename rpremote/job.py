@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import platform as rp
-from . import protocol
+from . import displays, protocol
 from .capture import devices, loads
 from .errors import (
     JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
@@ -401,8 +401,27 @@ class Job:
                 text = str(event.get("data", ""))
                 self._keep_log(text)
                 self.reporter.log(self, event.get("stream", "stdout"), text)
+            elif kind == protocol.DISPLAY:
+                self._display(event)
             elif kind == protocol.RESULT:
                 self._result = event
+
+    def _display(self, event: dict[str, Any]) -> None:
+        """A rich output: to the reporter's ``display`` if it has one, else as a log line."""
+        try:
+            protocol.check_result(self.secret, self.call_id, event)
+            data, metadata = protocol.display_bundle(event, self.fetch)
+        except Exception as e:  # unsigned, or its piece is gone from the store: say so
+            self.reporter.log(self, "stderr", f"[rpremote: a display output was not shown: {e}]\n")
+            return
+        show = getattr(self.reporter, "display", None)
+        if show is None:
+            self.reporter.log(self, "stdout", displays.describe(data, metadata) + "\n")
+        elif event.get("display_id"):
+            show(self, data, metadata, display_id=event["display_id"],
+                 update=bool(event.get("update")))
+        else:
+            show(self, data, metadata)
 
     def _load(self, blob: dict[str, Any]) -> Any:
         """Unpickle a signed blob: big pieces from the store, tensors onto ``result_device``."""

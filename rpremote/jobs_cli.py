@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from . import journal
+from . import displays, journal
 from . import platform as rp
 from .errors import RpremoteError
 
@@ -147,9 +147,17 @@ def _logs(job_id: str) -> int:
     entry = _entry(job_id)
     st = _ask(entry, "status")
     _note(entry, st)
-    text = "".join(str(ev.get("data", "")) for batch in st.get("output") or ()
-                   if isinstance(batch, list) for ev in batch
-                   if isinstance(ev, dict) and ev.get("t") == "log")
+    parts: list[str] = []
+    for batch in st.get("output") or ():
+        for ev in batch if isinstance(batch, list) else ():
+            if isinstance(ev, dict) and ev.get("t") == "log":
+                parts.append(str(ev.get("data", "")))
+            elif isinstance(ev, dict) and ev.get("t") == "display":  # its text form, on a line
+                data = ev.get("data")
+                shown = displays.describe(data, ev.get("metadata")) if isinstance(data, dict) \
+                    else "<display>"
+                parts.append(("\n" if parts and not parts[-1].endswith("\n") else "") + shown + "\n")
+    text = "".join(parts)
     sys.stdout.write(text)
     if text and not text.endswith("\n"):
         sys.stdout.write("\n")

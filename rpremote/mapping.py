@@ -68,6 +68,9 @@ class _LogsOnly:
     def log(self, job, stream, text):
         self.inner.log(job, stream, text)
 
+    def __getattr__(self, name):  # display(...), and whatever else the inner reporter offers
+        return getattr(self.inner, name)
+
     def finished(self, job, status):
         self.inner.finished(job, status)
 

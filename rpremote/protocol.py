@@ -39,6 +39,7 @@ MAP = "map"
 # Event types ("t").
 LOG = "log"
 ITEM = "item"  # one value yielded by a generator function
+DISPLAY = "display"  # a rich output (display(), plt.show()): a Jupyter mime bundle
 RESULT = "result"
 
 # Error kinds in a failed result.
@@ -50,6 +51,11 @@ REFUSED_SIGNATURE = "refused_signature"
 REFUSED_VERSION = "refused_version"
 REFUSED_INPUT = "refused_input"
 INTERNAL = "internal"
+
+# A display bundle this big or bigger (as JSON) goes through the offload store, so that one
+# image stays well inside RunPod's 1 MB stream chunk; one bigger than the most is not sent.
+DISPLAY_INLINE_BYTES = 512 * 1024
+MAX_DISPLAY_BYTES = 32 * 1024 * 1024
 
 _COMPRESS_MIN = 4096
 # A piece this big or bigger goes through the offload store, never inline: well under RunPod's
@@ -277,6 +283,49 @@ def item_event(secret: bytes | None, call_id: str, index: int, value: Any) -> di
     """One yielded value; signed like a result and numbered so none can be dropped or reordered."""
     event = {"t": ITEM, "call": call_id, "i": index, "value": _encode(value)}
     return sign(secret, event) if secret else event
+
+
+def display_event(secret: bytes | None, call_id: str | None, data: dict[str, Any],
+                  metadata: dict[str, Any] | None = None, *, display_id: str | None = None,
+                  update: bool = False) -> dict[str, Any]:
+    """One rich output in Jupyter's shape: ``data`` maps mime types to text (binary types,
+    e.g. ``image/png``, as base64 text) or JSON, ``metadata`` likewise per type.
+
+    Signed like a result: the client renders HTML and JavaScript from it, which in a notebook
+    is code. A big bundle is one JSON piece by reference (``"bundle"``); one past
+    ``MAX_DISPLAY_BYTES`` is replaced by a note saying so.
+    """
+    raw = json.dumps({"data": data, "metadata": metadata or {}}, separators=(",", ":"),
+                     default=repr).encode()
+    if len(raw) > MAX_DISPLAY_BYTES:
+        kinds = ", ".join(sorted(data)) or "nothing"
+        raw = json.dumps({"data": {"text/plain": (
+            f"[rpremote: a display of {len(raw):,} bytes ({kinds}) is too big to send back; "
+            f"the most is {MAX_DISPLAY_BYTES:,} bytes: save it to a file instead]")},
+            "metadata": {}}).encode()
+    event: dict[str, Any] = {"t": DISPLAY, "call": call_id}
+    if display_id:
+        event["display_id"] = str(display_id)
+        if update:
+            event["update"] = True
+    if len(raw) >= DISPLAY_INLINE_BYTES:
+        event["bundle"] = encode_blob(raw, offload_min=DISPLAY_INLINE_BYTES)
+    else:
+        event.update(json.loads(raw))  # what the JSON encoder made of it, nothing else
+    return sign(secret, event) if secret else event
+
+
+def display_bundle(event: dict[str, Any], fetch: Fetch | None = None
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(data, metadata)`` of a display event (check its signature first)."""
+    if "bundle" in event:
+        body = json.loads(bytes(decode_blob(event["bundle"], fetch)))
+    else:
+        body = event
+    data, metadata = body.get("data"), body.get("metadata")
+    if not isinstance(data, dict):
+        raise ValueError("a display event without a mime bundle")
+    return data, metadata if isinstance(metadata, dict) else {}
 
 
 def error_info(kind: str, type_name: str, message: str, traceback: str = "", module: str = "",

@@ -12,7 +12,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
+
+from . import displays
 
 
 class JobView(Protocol):
@@ -26,6 +28,8 @@ class Reporter(Protocol):
     def status(self, job: JobView, status: str, worker: str | None) -> None: ...
     def log(self, job: JobView, stream: str, text: str) -> None: ...
     def finished(self, job: JobView, status: str) -> None: ...
+    # Optional: display(job, data, metadata[, display_id=..., update=...]) for rich outputs
+    # (Jupyter mime bundles); a reporter without it gets their text form through log().
 
 
 SLOW_CALL_S = 1.0
@@ -56,6 +60,18 @@ class TerminalReporter:
             if lines[-1]:
                 self._partial[key] = lines[-1]
             self._write(stream, "".join(self._prefix(job) + line + "\n" for line in lines[:-1]))
+
+    def display(self, job: JobView, data: dict, metadata: dict, **how: Any) -> None:
+        """A rich output: after the job's text so far; in a notebook as itself, else a line."""
+        with self._lock:
+            for stream in ("stdout", "stderr"):
+                rest = self._partial.pop((id(job), stream), None)
+                if rest is not None:
+                    self._write(stream, self._prefix(job) + rest + "\n")
+        if displays.publisher is not None:
+            displays.publisher(data, metadata, **how)
+        else:
+            self.log(job, "stdout", displays.describe(data, metadata) + "\n")
 
     def status(self, job: JobView, status: str, worker: str | None) -> None:
         if status == "RETRYING" and not self.quiet:  # always worth a line, even for a fast call

@@ -8,7 +8,9 @@ values, with the cell's own file name and line numbers (so a traceback points in
 and returns the pulled names that can travel, the value of a last expression, and which names
 could not come back and why.
 
-Both halves live here because both sides import ``capture``; neither imports IPython.
+Both halves live here because both sides import ``capture``; neither imports IPython. On the
+worker, ``display`` is a builtin and figures left open at the end are shown
+(``executor.display``).
 """
 
 from __future__ import annotations
@@ -184,11 +186,18 @@ def run_cell(source: str, filename: str, pushed: dict[str, Any], pull: list[str]
     last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     body = ast.Module(body=tree.body[:-1] if last else tree.body, type_ignores=[])
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, **pushed}
-    exec(compile(body, filename, "exec"), namespace)
     outcome = CellOutcome()
-    if last is not None:
-        value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
-        outcome.has_result, outcome.result = value is not None, value
+    from ..executor.display import flush_figures
+
+    try:
+        exec(compile(body, filename, "exec"), namespace)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+            outcome.has_result, outcome.result = value is not None, value
+    finally:
+        # As the inline backend does after a cell, failed or not: figures still open are
+        # shown, then closed (a figure that is the cell's value is shown as its value, once).
+        flush_figures(skip=outcome.result)
     wanted = analyse(source).bound if pull is None else pull
     for name in wanted:
         if name not in namespace:

@@ -23,7 +23,7 @@ from .. import parity, protocol
 from ..blobs import NO_STORE_HINT, CachedFetch, OffloadError, Shipper
 from ..capture import devices, dumps_result, loads
 from ..errors import DependencyInstallError, SignatureError, UnpicklableError, VersionMismatch
-from . import streams
+from . import display, streams
 from .events import EventBuffer
 from .installer import Installer
 
@@ -88,7 +88,8 @@ class Executor:
         except ValueError as e:
             return self._put(out, self._refusal(call_id, protocol.REFUSED_INPUT, e))
 
-        with streams.captured(out.log):
+        shown = functools.partial(self._display, out, call_id)
+        with streams.captured(out.log), display.captured(shown):
             try:  # dependencies first: by-reference modules are imported while unpickling
                 self.installer.prepare(request, functools.partial(out.log, "stdout"))
                 parity.check_worker(request.get("client"), request["python"],
@@ -208,6 +209,21 @@ class Executor:
             while len(self._functions) > FUNCTION_CACHE_SIZE:
                 self._functions.popitem(last=False)
         return fn
+
+    def _display(self, out: EventBuffer, call_id: str | None, data: dict[str, Any],
+                 metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
+        """One rich output, in order with the job's prints (called in the job's threads)."""
+        event = protocol.display_event(self.secret, call_id, data, metadata,
+                                       display_id=display_id, update=update)
+        if protocol.pending_pieces(event):
+            try:
+                self._ship(event)
+            except OffloadError as e:
+                size = sum(p["size"] for p in protocol.pending_pieces(event))
+                event = protocol.display_event(self.secret, call_id, {"text/plain": (
+                    f"[rpremote: a display of {size:,} bytes ({', '.join(sorted(data))}) could "
+                    f"not be sent back: {e}]")})
+        out.put(event)
 
     def _put(self, out: EventBuffer, event: dict[str, Any]) -> None:
         """Send an event, its big pieces through the offload store first."""

@@ -27,6 +27,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..api import remote
 from ..capture.cells import analyse, run_cell
 from ..errors import ConfigError
+from . import outputs
 
 _cell_numbers = itertools.count(1)
 
@@ -108,7 +109,7 @@ class RunpodMagics(Magics):
         self.shell.user_ns.update(outcome.values)
         for name, why in outcome.skipped.items():
             print(f"rpremote: {name} was not brought back: {why}", file=sys.stderr)
-        return outcome.result if outcome.has_result else None
+        return outputs.prepare_result(self.shell, outcome.result) if outcome.has_result else None
 
     @line_magic("runpod")
     def runpod_line(self, line: str) -> Any:
@@ -262,3 +263,4 @@ def _named(fn: Any, name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(RunpodMagics)
+    outputs.install()  # workers' display() and figures show in the cell, in order
