@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..api import remote
 from ..capture.cells import analyse, run_cell
 from ..errors import ConfigError
+from .widgets import install as install_views
 
 _cell_numbers = itertools.count(1)
 
@@ -78,3 +79,4 @@ def _named(fn: Any, name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(RunpodMagics)
+    install_views(ipython)
