@@ -123,23 +123,26 @@ class RemoteFunction(Generic[P, R]):
                        batch_size=batch_size, concurrency=concurrency)
 
     def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
-        job, request = self._prepare(args, kwargs)
+        job, request = self._prepare(args, kwargs, blocking=sync)
         return job.submit(request, self.policy, sync=sync)
 
-    def _prepare(self, args: tuple, kwargs: dict) -> tuple["Job", dict[str, Any]]:
+    def _prepare(self, args: tuple, kwargs: dict,
+                 blocking: bool = True) -> tuple["Job", dict[str, Any]]:
         """The signed request and an unsent ``Job`` for it on the current target."""
         from . import journal
         from .client import targets
         from .job import Job
-        from .report import default_reporter
+        from .report import ReportContext, default_reporter
 
         request, secret = self._request(args, kwargs)
         target = targets.current()
         target.check_environment(request["python"], request["client"])
         endpoint = self._endpoint_on(target)
         target.blobs.ship(request)  # big pieces to the offload store (once), before sending
+        reporter = default_reporter(ReportContext(kind=self.kind, blocking=blocking,
+                                                  target=target.name, resources=self.resources))
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
-                  reporter=journal.watching(default_reporter(), target, self.resources, self.kind),
+                  reporter=journal.watching(reporter, target, self.resources, self.kind),
                   call_id=request["call"], retries=self.retries,
                   fetch=target.blobs.fetch, result_device=self.result_device)
         return job, request

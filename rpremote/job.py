@@ -247,7 +247,8 @@ class Job:
             except Exception:
                 return
             if st.get("status") in rp.TERMINAL_STATES:
-                self._finish(st)
+                with self._lock:  # a Cancel button's thread, beside the follower
+                    self._finish(st)
 
     async def acancel(self) -> None:
         """``cancel`` for asyncio."""

@@ -5,19 +5,27 @@ batches: one ``map`` request runs a list of calls and returns one outcome per ca
 size (``BatchSizer``) keeps every worker busy and a job near ``TARGET_JOB_S`` of work.
 Up to ``concurrency`` jobs are in flight, each followed by a thread of its own over the shared
 HTTP connection pool. The function is pickled once for the whole map.
+
+A map tells its reporter how far it is (``MapProgress``, through the optional
+``map_update`` / ``map_finished`` methods) and can be cancelled from another thread (a
+notebook's Cancel button): ``progress.cancel()`` submits nothing more, cancels the jobs in
+flight, and the map raises ``JobCancelled``.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from . import platform as rp
 from . import protocol
 from .capture import PickleNotes, dumps, dumps_oob
-from .errors import ConfigError, UnpicklableError
+from .errors import ConfigError, JobCancelled, UnpicklableError
 from .job import Job, remote_exception
 
 if TYPE_CHECKING:
@@ -50,6 +58,43 @@ class BatchSizer:
             return
         per_item = max(seconds / items, 1e-6)
         self.size = max(1, min(self.cap, int(TARGET_JOB_S / per_item)))
+
+
+STOPPED = "STOPPED"  # map_finished status when the caller stopped iterating early
+
+
+@dataclass
+class MapProgress:
+    """How far a map is; one object per map, updated in place by the thread iterating it.
+
+    ``done`` and ``failed`` count items with an outcome; ``running`` counts items in jobs
+    submitted and not yet back (queued or running). ``execution_s`` sums the execution time
+    of the map's jobs, what RunPod bills. ``cancel()`` may be called from any thread.
+    """
+
+    name: str
+    endpoint: str
+    total: int | None
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    execution_s: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+    cancel: Callable[[], None] = field(default=lambda: None, repr=False)
+    cancelled: bool = False
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at
+
+    @property
+    def items_per_s(self) -> float | None:
+        elapsed = self.elapsed
+        return self.finished / elapsed if self.finished and elapsed > 0 else None
 
 
 class _LogsOnly:
@@ -87,7 +132,7 @@ def run_map(
 ) -> Iterator[Any]:
     from . import config, journal
     from .client import targets
-    from .report import default_reporter
+    from .report import ReportContext, default_reporter
 
     if order not in ORDERS:
         raise ConfigError(f"order must be one of {', '.join(ORDERS)} (got {order!r})")
@@ -106,8 +151,12 @@ def run_map(
     target = targets.current()
     target.check_environment(protocol.python_version(), rf._environment(fn_notes)["client_env"])
     endpoint = rf._endpoint_on(target)
-    reporter = _LogsOnly(default_reporter())
+    base = default_reporter(ReportContext(kind="map", blocking=True, target=target.name,
+                                          resources=rf.resources))
+    reporter = _LogsOnly(base)
     recording = journal.watching(reporter, target, rf.resources, "map")
+    on_update = getattr(base, "map_update", None)
+    on_finished = getattr(base, "map_finished", None)
     policy = rf.policy
     retries = rf.retries
     name = f"{rf.fn.__module__}.{rf.fn.__qualname__}"
@@ -143,6 +192,9 @@ def run_map(
                 outcomes = [(False, e)] * len(batch)
         finally:
             live.discard(job)
+            if job.execution_time:
+                with counting:
+                    progress.execution_s += job.execution_time
         return outcomes, job
 
     def run_batch(batch: list[tuple[tuple, dict]], start: int) -> tuple[int, list[Any], Job]:
@@ -163,8 +215,24 @@ def run_map(
 
     live: set[Job] = set()  # submitted and not finished: cancelled if the map stops early
     stopping = False
+    counting = threading.Lock()
+
+    def cancel() -> None:
+        """Stop the map from any thread: nothing more is submitted, live jobs are cancelled."""
+        nonlocal stopping
+        progress.cancelled = stopping = True
+        for job in list(live):
+            if job.id and not job.done:
+                job.cancel()
+
+    progress = MapProgress(name=rf.fn.__name__, endpoint=endpoint, total=total, cancel=cancel)
+
+    def cancelled() -> JobCancelled:
+        return JobCancelled(f"the map of {rf.fn.__name__} on {endpoint} was cancelled after "
+                            f"{progress.finished} of {total if total is not None else '?'} "
+                            "items", None, rp.CANCELLED)
     pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="rpremote-map")
-    in_flight: dict[Future, Job | None] = {}
+    in_flight: dict[Future, int] = {}  # a batch's future -> its number of items
     next_start = 0
     ready: dict[int, Any] = {}  # input index -> outcome, waiting for its turn
     next_out = 0
@@ -172,25 +240,40 @@ def run_map(
 
     def fill() -> None:
         nonlocal next_start, exhausted
-        while not exhausted and len(in_flight) < lanes:
+        while not exhausted and not stopping and len(in_flight) < lanes:
             batch = list(islice(source, sizer.next_size()))
             if not batch:
                 exhausted = True
                 return
-            in_flight[pool.submit(run_batch, batch, next_start)] = None
+            in_flight[pool.submit(run_batch, batch, next_start)] = len(batch)
             next_start += len(batch)
+            progress.running += len(batch)
 
+    outcome_status = rp.COMPLETED
     try:
         fill()
+        if on_update:
+            on_update(progress)
         while in_flight:
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            if progress.cancelled:
+                raise cancelled()
             for fut in done:
-                del in_flight[fut]
-                start, outcomes, job = fut.result()
+                progress.running -= in_flight.pop(fut)
+                try:
+                    start, outcomes, job = fut.result()
+                except _Stopped:  # only a cancel stops a batch while the map goes on
+                    raise cancelled() from None
                 sizer.observe(len(outcomes), job.execution_time)
                 for i, outcome in enumerate(outcomes):
                     ready[start + i] = outcome
+                    if outcome[0]:
+                        progress.done += 1
+                    else:
+                        progress.failed += 1
             fill()
+            if on_update:
+                on_update(progress)
             if order == "completed":
                 for index in sorted(ready):
                     yield _value(ready.pop(index), return_exceptions)
@@ -198,6 +281,17 @@ def run_map(
                 while next_out in ready:
                     yield _value(ready.pop(next_out), return_exceptions)
                     next_out += 1
+        if progress.cancelled:  # cancelled after the last job came back, before the end
+            raise cancelled()
+    except GeneratorExit:
+        outcome_status = STOPPED
+        raise
+    except KeyboardInterrupt:
+        outcome_status = rp.CANCELLED
+        raise
+    except BaseException:
+        outcome_status = rp.CANCELLED if progress.cancelled else rp.FAILED
+        raise
     finally:
         # Stopped early (an exception, Ctrl-C, the caller broke off): nothing keeps running.
         stopping = exhausted = True
@@ -207,6 +301,9 @@ def run_map(
             if job.id and not job.done:
                 job.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
+        progress.running = 0
+        if on_finished:
+            on_finished(progress, outcome_status)
 
 
 class _Stopped(Exception):

@@ -3,18 +3,32 @@
 The core calls a ``Reporter``; it never prints by itself. The terminal reporter is the default
 for scripts: remote output goes to this process's stdout/stderr as it arrives, each line
 prefixed ``[remote:NAME]``; a status line on stderr appears only for calls that take longer
-than a second (queued / running on worker W / done in T). Notebook widgets (a later issue)
-implement the same methods.
+than a second (queued / running on worker W / done in T). A map reports its progress through
+two optional methods, ``map_update(progress)`` and ``map_finished(progress, status)``
+(``mapping.MapProgress``): on a terminal that is a progress bar (tqdm, imported only then),
+in a CI log a plain line every tenth of the way or every ``MAP_LINE_EVERY_S``, and a summary.
+
+Who reports is chosen per call by ``default_reporter(context)``: ``configure(reporter=...)``
+wins; else a factory installed with ``set_default_factory`` (``%load_ext rpremote`` installs
+the notebook views of ``notebook/widgets.py`` this way, so the core never imports
+``notebook/``); else the terminal reporter.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import threading
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from . import displays
+
+if TYPE_CHECKING:
+    from .mapping import MapProgress
+    from .resources import Resources
 
 
 class JobView(Protocol):
@@ -25,6 +39,10 @@ class JobView(Protocol):
 
 
 class Reporter(Protocol):
+    """What a job tells. Optional, looked up with ``getattr``: ``map_update(progress)`` and
+    ``map_finished(progress, status)`` for a map (status ``COMPLETED``, ``FAILED``,
+    ``CANCELLED`` or ``STOPPED`` when the caller stopped iterating)."""
+
     def status(self, job: JobView, status: str, worker: str | None) -> None: ...
     def log(self, job: JobView, stream: str, text: str) -> None: ...
     def finished(self, job: JobView, status: str) -> None: ...
@@ -32,7 +50,21 @@ class Reporter(Protocol):
     # (Jupyter mime bundles); a reporter without it gets their text form through log().
 
 
+@dataclass(frozen=True)
+class ReportContext:
+    """What a reporter factory learns about the work it will report on."""
+
+    kind: str = "call"  # "call", "cell" (a %%runpod cell) or "map"
+    blocking: bool = True  # the caller waits for it (a call, a map); False: spawn, stream, attach
+    target: str | None = None  # "local", "runpod", ...
+    resources: "Resources | None" = None  # GPU and price; None when not known (attach)
+
+
+ReporterFactory = Callable[[ReportContext], "Reporter | None"]
+
 SLOW_CALL_S = 1.0
+MAP_LINE_EVERY_S = 10.0  # no-TTY map lines: at each tenth of the way, or this often
+MAP_LINE_STEPS = 10
 
 _PHRASES = {
     "IN_QUEUE": "queued on {endpoint}",
@@ -43,11 +75,14 @@ _PHRASES = {
 class TerminalReporter:
     """Plain lines; safe in a CI log (no cursor tricks)."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, tty: bool | None = None):
         self.quiet = quiet
+        self.tty = tty  # None: ask stderr when a map starts
         self._partial: dict[tuple[int, str], str] = {}
         self._shown: dict[int, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._bar: Any = None  # a tqdm bar while a map runs on a TTY
+        self._map_line_at = (-MAP_LINE_EVERY_S, -1)  # (when, tenth) of the last plain map line
 
     def _prefix(self, job: JobView) -> str:
         return f"[remote:{job.name}] "
@@ -100,13 +135,100 @@ class TerminalReporter:
                     "TIMED_OUT": "timed out"}.get(status, status.lower())
             self._write("stderr", f"rpremote: {job.name}: {word} in {took:.1f} s\n")
 
-    @staticmethod
-    def _write(stream: str, text: str) -> None:
+    # -- maps --------------------------------------------------------------------------------
+
+    def map_update(self, progress: "MapProgress") -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            if self.tty is None:
+                self.tty = _isatty(sys.stderr)
+            elapsed = progress.elapsed
+            if elapsed < SLOW_CALL_S and self._bar is None:
+                return  # a map that ends within a second says nothing, as a call does
+            if self.tty:
+                self._update_bar(progress)
+                return
+            when, tenth = self._map_line_at
+            now_tenth = (MAP_LINE_STEPS * progress.finished // progress.total
+                         if progress.total else tenth)
+            if now_tenth > tenth or elapsed - when >= MAP_LINE_EVERY_S:
+                self._map_line_at = (elapsed, now_tenth)
+                self._write("stderr", f"rpremote: map {progress.name}: {_map_counts(progress)}\n")
+
+    def map_finished(self, progress: "MapProgress", status: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            if self._bar is not None:
+                self._update_bar(progress)
+                self._bar.close()
+                self._bar = None
+            elif status == "COMPLETED" and progress.elapsed < SLOW_CALL_S:
+                return
+            word = {"COMPLETED": "done", "FAILED": "failed", "CANCELLED": "cancelled",
+                    "STOPPED": "stopped"}.get(status, status.lower())
+            self._write("stderr", f"rpremote: map {progress.name}: {word}, "
+                                  f"{_map_counts(progress, final=True)}\n")
+
+    def _update_bar(self, progress: "MapProgress") -> None:
+        if self._bar is None:
+            from tqdm import tqdm  # only a map on a terminal needs it
+
+            try:  # a terminal that says it is 0 columns wide (a bare pty) gets a bar anyway
+                sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            except (AttributeError, OSError, ValueError):
+                sized = False
+            width = {"dynamic_ncols": True} if sized else {"ncols": shutil.get_terminal_size().columns}
+            # Not drawn yet (delay); its clock starts when the map did, for a true rate.
+            self._bar = tqdm(total=progress.total, desc=f"map {progress.name}", unit="item",
+                             file=sys.stderr, leave=True, delay=1e-9, smoothing=0, **width)
+            self._bar.start_t -= progress.elapsed
+            fresh = True
+        else:
+            fresh = False
+        bar = self._bar
+        bar.set_postfix_str(f"{progress.failed} failed, {progress.running} running"
+                            if progress.failed else f"{progress.running} running", refresh=False)
+        bar.update(progress.finished - bar.n)
+        if fresh:
+            bar.refresh()
+
+    def _write(self, stream: str, text: str) -> None:
         if not text:
             return
         out = sys.stderr if stream == "stderr" else sys.stdout
+        bar = self._bar
+        if bar is not None:  # lines go above the bar, not through it
+            with self._lock:
+                bar.clear()
+                out.write(text)
+                out.flush()
+                bar.refresh()
+            return
         out.write(text)
         out.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _map_counts(progress: "MapProgress", final: bool = False) -> str:
+    """``40/100 items (38 done, 2 failed, 8 running), 4.2 items/s``."""
+    total = f"/{progress.total}" if progress.total is not None else ""
+    parts = [f"{progress.done} done"]
+    if progress.failed:
+        parts.append(f"{progress.failed} failed")
+    if progress.running and not final:
+        parts.append(f"{progress.running} running")
+    rate = progress.items_per_s
+    speed = f", {rate:.3g} items/s" if rate else ""
+    took = f" in {progress.elapsed:.1f} s" if final else ""
+    return f"{progress.finished}{total} items{took} ({', '.join(parts)}){speed}"
 
 
 def _retry_phrase(job: JobView) -> str:
@@ -119,9 +241,28 @@ def _retry_phrase(job: JobView) -> str:
     return f"attempt {len(attempts)} (job {job_id}) failed with {reason}; retrying"
 
 
-def default_reporter() -> Reporter:
-    """The reporter ``configure(reporter=...)`` chose, else the terminal one."""
+_factory: ReporterFactory | None = None
+
+
+def set_default_factory(factory: ReporterFactory | None) -> ReporterFactory | None:
+    """Install what makes a reporter for each call (None: back to the terminal); returns the
+    previous one. The factory may return None to leave a call to the terminal reporter."""
+    global _factory
+    previous, _factory = _factory, factory
+    return previous
+
+
+def default_reporter(context: ReportContext | None = None) -> Reporter:
+    """The reporter ``configure(reporter=...)`` chose, else the installed factory's (not when
+    ``quiet``), else the terminal one."""
     from . import config
 
     settings = config.settings()
-    return settings.reporter or TerminalReporter(quiet=bool(settings.quiet))
+    if settings.reporter:
+        return settings.reporter
+    factory = _factory
+    if factory is not None and not settings.quiet:
+        made = factory(context or ReportContext())
+        if made is not None:
+            return made
+    return TerminalReporter(quiet=bool(settings.quiet))

@@ -28,6 +28,7 @@ from ..api import remote
 from ..capture.cells import analyse, run_cell
 from ..errors import ConfigError
 from . import outputs
+from .widgets import install as install_views
 
 _cell_numbers = itertools.count(1)
 
@@ -264,3 +265,4 @@ def _named(fn: Any, name: str) -> Any:
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(RunpodMagics)
     outputs.install()  # workers' display() and figures show in the cell, in order
+    install_views(ipython)
