@@ -143,13 +143,15 @@ def test_line_magics_jobs_logs_cancel_endpoints_config(kernel, tmp_path):
     assert "JobCancelled" in cancelled["error"]
     endpoints = run(kernel, "%runpod endpoints")["stdout"]
     assert "rpremote-cpu-" in endpoints and "IDLE TIMEOUT" in endpoints
-    shown = run(kernel, "%runpod config gpu=ADA_24 timeout=30")
+    assert not run(kernel, "%runpod config gpu=ADA_24 timeout=30 views=always")["error"]
+    shown = run(kernel, "%runpod config")
     assert not shown["error"], shown["error"]
+    assert "views   = always" in shown["stdout"]
     assert "gpu     = ADA_24" in shown["stdout"] and "timeout = 30 s" in shown["stdout"]
     assert "never shown" in shown["stdout"]
     assert "unknown key" in run(kernel, "%runpod config colour=red")["error"]
     assert "no such command" in run(kernel, "%runpod frobnicate")["error"]
-    assert not run(kernel, "%runpod config gpu=cpu timeout=600")["error"]
+    assert not run(kernel, "%runpod config gpu=cpu timeout=600 views=slow")["error"]
 
 
 def test_endpoint_flag_uses_an_existing_endpoint_or_says_none_exists(kernel):

@@ -198,6 +198,14 @@ def main() -> None:
     import runpod
     from runpod.serverless.modules import rp_scale
 
+    # runpod.serverless.utils.rp_upload runs logging.basicConfig(level=INFO) on import, which
+    # would show every library's INFO records in the jobs' output (matplotlib's "generated new
+    # fontManager", ...). Back to Python's default level, as the function would run locally;
+    # the handler stays, so warnings and a user's own logging set-up still reach the caller.
+    import logging
+    if logging.getLogger().level == logging.INFO:
+        logging.getLogger().setLevel(logging.WARNING)
+
     secret = load_secret()
     if secret is None:
         print("rpremote executor: no RPREMOTE_SECRET or RPREMOTE_SECRET_FILE set; every request "

@@ -33,7 +33,7 @@ from .widgets import install as install_views
 _cell_numbers = itertools.count(1)
 
 LINE_USAGE = """\
-%runpod config [key=value ...]   show or set: gpu, timeout (cell defaults), target, quiet
+%runpod config [key=value ...]   show or set: gpu, timeout (cell defaults), views, target, quiet
 %runpod jobs [--limit N] [--status S] [--name NAME]
 %runpod logs JOB                 what a job printed
 %runpod cancel JOB               cancel a job (queued: removed; running: stopped)
@@ -63,6 +63,7 @@ class RunpodMagics(Magics):
         super().__init__(shell)
         self.pending: dict[str, PendingCell] = {}  # job id -> cell, in submission order
         self.cell_defaults: dict[str, Any] = {"gpu": None, "timeout": 600.0}
+        self.views = "slow"
 
     @magic_arguments()
     @argument("--gpu", default=None, help="RunPod pool or GPU type (default: CPU)")
@@ -161,6 +162,8 @@ class RunpodMagics(Magics):
             if not sep:
                 raise ConfigError(f"%runpod config takes key=value pairs; got {pair!r}")
             self._set(key.strip(), value.strip())
+        if argv:
+            return  # set quietly; `%runpod config` alone shows everything
         settings = config.settings()
         secret_from = ("configure(secret=...)" if settings.secret else
                        "$RPREMOTE_SECRET" if os.environ.get("RPREMOTE_SECRET")
@@ -168,6 +171,7 @@ class RunpodMagics(Magics):
         print(f"target  = {config.target_name()}\n"
               f"gpu     = {self.cell_defaults['gpu'] or 'CPU'}   (%%runpod default)\n"
               f"timeout = {self.cell_defaults['timeout']:g} s   (%%runpod default)\n"
+              f"views   = {self.views}   (always: a view for every call; slow: for slow ones)\n"
               f"quiet   = {bool(settings.quiet)}\n"
               f"secret  = from {secret_from} (never shown)")
 
@@ -186,6 +190,14 @@ class RunpodMagics(Magics):
                 raise ConfigError(f"timeout is seconds; got {value!r}") from None
             remote(timeout=seconds)  # the decorator's range check
             self.cell_defaults["timeout"] = seconds
+        elif key == "views":
+            if value not in ("always", "slow"):
+                raise ConfigError(f"views is always (a view for every call) or slow (only for "
+                                  f"calls that take a while); got {value!r}")
+            from .widgets import show_every_view
+
+            show_every_view(value == "always")
+            self.views = value
         elif key == "target":
             config.configure(target=value)
         elif key == "quiet":
@@ -194,7 +206,7 @@ class RunpodMagics(Magics):
             config.configure(quiet=value.lower() in ("true", "1", "yes"))
         else:
             raise ConfigError(f"%runpod config: unknown key {key!r}; keys: gpu, timeout, "
-                              "target, quiet")
+                              "views, target, quiet")
 
     def _line_wait(self, argv: list[str]) -> None:
         """Wait for ``--async`` cells (all, or those named), bring their names back and show

@@ -129,6 +129,14 @@ def uninstall() -> None:
         _hooked = None
 
 
+def show_every_view(always: bool) -> None:
+    """``%runpod config views=always``: a view for every call, quick ones too (a notebook whose
+    outputs must not depend on how fast its calls were, e.g. under nbval); ``views=slow``
+    (the default): a blocking call's view only once it has run ``SHOW_AFTER_S``."""
+    global SHOW_AFTER_S
+    SHOW_AFTER_S = 0.0 if always else 1.0
+
+
 def _make_reporter(context: ReportContext) -> "_View | None":
     from IPython import get_ipython
 
@@ -297,8 +305,13 @@ class _View:
         """True while the cell that started this is still running (see the module docstring)."""
         return self.origin is not None and _cells.current is self.origin
 
+    def _first_news(self, job: Any) -> None:
+        """With ``views=always``, the view goes up before the job's first output, so a cell's
+        outputs come in one order however fast the job was."""
+
     def log(self, job: Any, stream: str, text: str) -> None:
         self._heard()
+        self._first_news(job)
         if self.foreground():
             self._terminal.log(job, stream, text)
         else:
@@ -309,6 +322,7 @@ class _View:
         """A worker's display(): into the cell, in order with its prints, while the cell runs;
         afterwards its text form goes to the log area (the view holds no rich outputs)."""
         self._heard()
+        self._first_news(job)
         if self.foreground():
             self._terminal.display(job, data, metadata, **how)
         else:
@@ -473,6 +487,12 @@ class JobView(_View):
         if self.widgets is None and self._due():
             self.show()
 
+    def _first_news(self, job: Any) -> None:
+        if self.widgets is None and SHOW_AFTER_S <= 0:
+            with self._lock:
+                self.job = self.job or job
+            self.show()
+
     def finished(self, job: Any, status: str) -> None:
         self._end_output(job, status)
         with self._lock:
@@ -480,7 +500,7 @@ class JobView(_View):
             self.ended, self.ended_at = True, time.monotonic()
             self._redraw()
         _ticker.discard(self)
-        if self.widgets is None and not self.context.blocking:
+        if self.widgets is None and (not self.context.blocking or SHOW_AFTER_S <= 0):
             self.show()
 
     def _heard(self) -> None:
@@ -492,7 +512,7 @@ class JobView(_View):
         """Whether the view should be on screen now."""
         if self.job is None:
             return False
-        if not self.context.blocking or self.context.kind == "cell":
+        if not self.context.blocking or self.context.kind == "cell" or SHOW_AFTER_S <= 0:
             return True
         return (not self.ended and self.foreground()
                 and time.monotonic() - self.job.submitted_at >= SHOW_AFTER_S)
