@@ -179,7 +179,8 @@ class TerminalReporter:
                 sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
             except (AttributeError, OSError, ValueError):
                 sized = False
-            width = {"dynamic_ncols": True} if sized else {"ncols": shutil.get_terminal_size().columns}
+            width = ({"dynamic_ncols": True} if sized
+                     else {"ncols": shutil.get_terminal_size().columns})
             # Not drawn yet (delay); its clock starts when the map did, for a true rate.
             self._bar = tqdm(total=progress.total, desc=f"map {progress.name}", unit="item",
                              file=sys.stderr, leave=True, delay=1e-9, smoothing=0, **width)

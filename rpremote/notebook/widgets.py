@@ -379,7 +379,8 @@ class _View:
             if progress is not None:
                 rows.append(progress)
             rows.append(area)
-            box = _box_class()(rows, _dom_classes=["rpremote-view", f"rpremote-{self.context.kind}"])
+            box = _box_class()(rows, _dom_classes=["rpremote-view",
+                                                   f"rpremote-{self.context.kind}"])
             box.text = f"rpremote {self.context.kind} view: {self._plain_title()}"
             self.widgets = dict(box=box, title=title, status=status, cancel=button, log=log,
                                 area=area, progress=progress)
@@ -471,6 +472,7 @@ class JobView(_View):
         self.ended_at: float | None = None
         self._last_news = self._created = time.monotonic()
         self._refreshing = False
+        self._cancel_sent = False
         _ticker.add(self)
 
     # -- Reporter
@@ -481,8 +483,10 @@ class JobView(_View):
             self._note(f"rpremote: {job.name}: {_retry_phrase(job)}")
         with self._lock:
             self.job, self.status_, self.worker = job, status, worker or self.worker
-            if self.cancel_requested and job.id and status not in rp.TERMINAL_STATES:
-                threading.Thread(target=job.cancel, daemon=True).start()  # asked before its id
+            if (self.cancel_requested and not self._cancel_sent and job.id
+                    and status not in rp.TERMINAL_STATES):  # clicked before the id was known
+                self._cancel_sent = True
+                threading.Thread(target=job.cancel, name="rpremote-cancel", daemon=True).start()
             self._redraw()
         if self.widgets is None and self._due():
             self.show()
@@ -539,9 +543,12 @@ class JobView(_View):
                 self._refreshing = False
 
     def _cancel(self) -> None:
-        job = self.job
-        if job is not None and job.id:
-            job.cancel()
+        with self._lock:
+            job = self.job
+            if job is None or not job.id:
+                return  # sent when the id is known (``status``)
+            self._cancel_sent = True
+        job.cancel()
 
     # -- drawing
 
@@ -552,7 +559,9 @@ class JobView(_View):
         if status == rp.IN_QUEUE:
             return "queued", "queued"
         if status == rp.IN_PROGRESS:
-            return ("running", f"running on {self.worker}") if self.worker else ("starting", "starting")
+            if not self.worker:
+                return "starting", "starting"
+            return "running", f"running on {self.worker}"
         if status == "RETRYING":
             return "retrying", "retrying"
         result = getattr(job, "_result", None)
