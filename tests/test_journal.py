@@ -32,7 +32,11 @@ def shout(word):
 @remote(workers=(0, 2), idle_timeout=60)
 def nap(seconds):
     print("napping", flush=True)
-    time.sleep(seconds)
+    # Short sleeps, so a cancel stops it at once: one long C call ignores the stop, and its
+    # worker (shared with other tests' functions of these resources) ends 10 s later, taking
+    # down whatever job it runs then.
+    for _ in range(int(seconds * 10)):
+        time.sleep(0.1)
     return "woke"
 
 
