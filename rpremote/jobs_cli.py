@@ -153,9 +153,10 @@ def _logs(job_id: str) -> int:
             if isinstance(ev, dict) and ev.get("t") == "log":
                 parts.append(str(ev.get("data", "")))
             elif isinstance(ev, dict) and ev.get("t") == "display":  # its text form, on a line
-                data = ev.get("data")
+                data, bundle = ev.get("data"), ev.get("bundle")
                 shown = displays.describe(data, ev.get("metadata")) if isinstance(data, dict) \
-                    else "<display>"
+                    else f"<a display of {bundle.get('size', 0):,} bytes, not kept with the job>" \
+                    if isinstance(bundle, dict) else "<display>"
                 parts.append(("\n" if parts and not parts[-1].endswith("\n") else "") + shown + "\n")
     text = "".join(parts)
     sys.stdout.write(text)

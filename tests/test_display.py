@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -226,6 +227,7 @@ def test_a_cell_on_a_worker_without_ipython_sends_displays_and_its_open_figures(
 # -- a script: the terminal's text form -----------------------------------------------------------
 
 SCRIPT = textwrap.dedent('''
+    import base64, os
     import rpremote
 
     class Table:
@@ -242,6 +244,8 @@ SCRIPT = textwrap.dedent('''
         fig = plt.figure(figsize=(4, 3), dpi=50)
         plt.plot([1, 2])
         fig.show()
+        noise = base64.b64encode(os.urandom(600 * 1024)).decode()  # through the offload store
+        display({"image/png": noise, "text/plain": "noise"}, raw=True)
         print("end")
         return "ok"
 
@@ -260,7 +264,7 @@ def test_a_script_prints_the_text_form_of_displays_in_order(tmp_path):
     assert lines[:3] == ["[remote:report] start", "[remote:report] Table(3 rows)",
                          lines[2]], out.stdout
     assert lines[2].startswith("[remote:report] <image/png ") and lines[2].endswith(" KB>")
-    assert lines[3:] == ["[remote:report] end", "ok"]
+    assert lines[3:] == ["[remote:report] <image/png, 600 KB>", "[remote:report] end", "ok"]
 
     from rpremote import journal  # `rpremote logs` prints the same text forms, in order
     job = journal.recent(limit=1, name="report")[0]
@@ -268,7 +272,8 @@ def test_a_script_prints_the_text_form_of_displays_in_order(tmp_path):
                           text=True, timeout=60, env=dict(os.environ))
     assert logs.returncode == 0, logs.stderr
     shown = logs.stdout.splitlines()  # stderr too: matplotlib may say it built its font cache
-    assert shown[-4:] == ["start", "Table(3 rows)", lines[2].split("] ")[1], "end"], shown
+    assert shown[-5:] == ["start", "Table(3 rows)", lines[2].split("] ")[1], shown[-2], "end"], shown
+    assert re.fullmatch(r"<a display of [\d,]+ bytes, not kept with the job>", shown[-2])
 
 
 # -- a notebook kernel: iopub messages in order ---------------------------------------------------

@@ -267,7 +267,11 @@ def flush_figures(skip: Any = None) -> None:
     try:
         for manager in managers:
             if manager.canvas.figure is not skip:
-                display(manager.canvas.figure)
+                try:
+                    display(manager.canvas.figure)
+                except Exception as e:  # one figure that cannot be drawn: say so, go on
+                    print(f"rpremote: figure {manager.num} could not be shown: "
+                          f"{type(e).__name__}: {e}", file=sys.stderr)
     finally:
         for manager in managers:
             pyplot.close(manager.canvas.figure)
