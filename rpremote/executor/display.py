@@ -36,14 +36,15 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from .streams import ThreadSinks
+
 # sink(data, metadata, display_id, update)
 Sink = Callable[[dict[str, Any], dict[str, Any], "str | None", bool], None]
 
 MPL_BACKEND = "module://rpremote.executor.mpl_backend"
 
-_sinks: dict[int, Sink] = {}
+_sinks: ThreadSinks[Sink] = ThreadSinks()
 _lock = threading.Lock()
-_main_thread = threading.main_thread().ident
 _installed = False
 _originals: dict[str, Any] = {}  # IPython's own display and publish_display_data
 _formatter: Any = None  # IPython's DisplayFormatter, or False when IPython is not importable
@@ -58,25 +59,15 @@ _REPR_METHODS = (
 
 
 def _sink() -> Sink | None:
-    ident = threading.get_ident()
-    sink = _sinks.get(ident)
-    if sink is None and ident != _main_thread and len(_sinks) == 1:
-        sink = next(iter(_sinks.values()), None)
-    return sink
+    return _sinks.current()
 
 
 @contextmanager
 def captured(sink: Sink) -> Iterator[None]:
     """Send this thread's displays to ``sink`` inside the block."""
     install()
-    ident = threading.get_ident()
-    with _lock:
-        _sinks[ident] = sink
-    try:
+    with _sinks.registered(sink):
         yield
-    finally:
-        with _lock:
-            _sinks.pop(ident, None)
 
 
 # -- display ----------------------------------------------------------------------------------

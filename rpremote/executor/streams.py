@@ -15,13 +15,44 @@ import io
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Generic, Iterator, TypeVar
 
 Sink = Callable[[str, str], None]
+S = TypeVar("S")
 
-_sinks: dict[int, Sink] = {}
+
+class ThreadSinks(Generic[S]):
+    """Which job a write (or a display) belongs to: the sink its thread registered; from a
+    thread the user's code started, the only job's when exactly one runs; never from the main
+    thread, where the SDK's own logging runs."""
+
+    def __init__(self) -> None:
+        self._sinks: dict[int, S] = {}
+        self._lock = threading.Lock()
+        self._main_thread = threading.main_thread().ident
+
+    def current(self) -> S | None:
+        ident = threading.get_ident()
+        sink = self._sinks.get(ident)
+        if sink is None and ident != self._main_thread and len(self._sinks) == 1:
+            sink = next(iter(self._sinks.values()), None)
+        return sink
+
+    @contextmanager
+    def registered(self, sink: S) -> Iterator[None]:
+        """``sink`` is this thread's inside the block."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._sinks[ident] = sink
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sinks.pop(ident, None)
+
+
+_sinks: ThreadSinks[Sink] = ThreadSinks()
 _lock = threading.Lock()
-_main_thread = threading.main_thread().ident
 
 
 class _Router(io.TextIOBase):
@@ -29,15 +60,8 @@ class _Router(io.TextIOBase):
         self.name = name
         self.fallback = fallback
 
-    def _sink(self) -> Sink | None:
-        ident = threading.get_ident()
-        sink = _sinks.get(ident)
-        if sink is None and ident != _main_thread and len(_sinks) == 1:
-            sink = next(iter(_sinks.values()), None)
-        return sink
-
     def write(self, text: str) -> int:
-        sink = self._sink()
+        sink = _sinks.current()
         if sink is None:
             return self.fallback.write(text)
         sink(self.name, text)
@@ -73,11 +97,5 @@ def install() -> None:
 def captured(sink: Sink) -> Iterator[None]:
     """Send this thread's stdout/stderr writes to ``sink(stream, text)`` inside the block."""
     install()
-    ident = threading.get_ident()
-    with _lock:
-        _sinks[ident] = sink
-    try:
+    with _sinks.registered(sink):
         yield
-    finally:
-        with _lock:
-            _sinks.pop(ident, None)
