@@ -194,3 +194,16 @@ class RecordingReporter:
 
     def text(self, stream: str | None = None) -> str:
         return "".join(t for _, s, t in self.logs if stream in (None, s))
+
+
+def iopub_of(kc, code: str, timeout: float = 120):
+    """Run ``code`` in a kernel; yield each ``(msg_type, content)`` it publishes, until idle."""
+    msg_id = kc.execute(code)
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "status" and content["execution_state"] == "idle":
+            return
+        yield kind, content

@@ -8,6 +8,7 @@ import re
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from conftest import iopub_of
 from rpremote.capture.cells import analyse
 
 pytestmark = pytest.mark.usefixtures("rpremote_home")
@@ -27,15 +28,8 @@ def kernel(rpremote_home):
 
 def run(kc, code: str, timeout: float = 120) -> dict[str, str]:
     """Execute ``code``; its outputs by kind: stdout, stderr, result, display, error (text)."""
-    msg_id = kc.execute(code)
     out = {"stdout": "", "stderr": "", "result": "", "display": "", "error": ""}
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "status" and content["execution_state"] == "idle":
-            return out
+    for kind, content in iopub_of(kc, code, timeout):
         if kind == "stream":
             out[content["name"]] += content["text"]
         elif kind == "execute_result":
@@ -44,6 +38,7 @@ def run(kc, code: str, timeout: float = 120) -> dict[str, str]:
             out["display"] += content["data"].get("text/plain", "") + "\n"
         elif kind == "error":
             out["error"] += ANSI.sub("", "\n".join(content["traceback"]))
+    return out
 
 
 def test_free_and_bound_names_of_a_cell():

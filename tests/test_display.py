@@ -17,6 +17,7 @@ import textwrap
 
 import pytest
 
+from conftest import iopub_of
 from rpremote import displays, protocol
 from rpremote.capture import dumps
 from rpremote.executor.core import Executor
@@ -300,15 +301,8 @@ def kernel(rpremote_home):
 def outputs(kc, code: str, timeout: float = 120) -> list[tuple[str, object]]:
     """What ``code`` shows, in arrival order: ("stream", text) with neighbouring stream text
     joined, ("display", data), ("result", data), ("error", text)."""
-    msg_id = kc.execute(code)
     shown: list[tuple[str, object]] = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "status" and content["execution_state"] == "idle":
-            return shown
+    for kind, content in iopub_of(kc, code, timeout):
         if kind == "stream" and content["name"] == "stdout":
             if shown and shown[-1][0] == "stream":
                 shown[-1] = ("stream", shown[-1][1] + content["text"])
@@ -320,6 +314,7 @@ def outputs(kc, code: str, timeout: float = 120) -> list[tuple[str, object]]:
             shown.append(("result", content["data"]))
         elif kind == "error":
             shown.append(("error", "\n".join(content["traceback"])))
+    return shown
 
 
 def _kinds(shown):
