@@ -1,7 +1,9 @@
 """Throughput of a map over many tiny items, in one run: rpremote vs its peers.
 
-1. ``f.map`` on the local target (2 workers, automatic batching);
-2. ipyparallel load-balanced ``map`` with 2 engines, unchunked and with ``chunksize``;
+1. ``f.map`` on the local target (2 workers): automatic batching, and the same chunk sizes
+   as its peers (n/8: four jobs per worker; n/2: one job per worker);
+2. ipyparallel load-balanced ``map`` with 2 engines, unchunked and with ``chunksize`` 100,
+   n/8 and n/2;
 3. ``ProcessPoolExecutor(2).map``, default chunksize 1 and chunked.
 
 Usage: .venv/bin/python bench/map_throughput.py [--n 10000] [--repeat 5] [--json FILE]
@@ -47,7 +49,16 @@ def bench_rpremote(n: int) -> dict[str, float]:
 
     f = remote(workers=(2, 2), idle_timeout=60)(tiny)
     list(f.map(range(200)))  # warm: workers started
-    return rate(n, lambda: list(f.map(range(n))))
+    return {
+        "automatic batches": rate(n, lambda: list(f.map(range(n)))),
+        **{f"batch_size={label}": rate(n, lambda size=size: list(f.map(range(n), batch_size=size)))
+           for label, size in chunkings(n)},
+    }
+
+
+def chunkings(n: int) -> list[tuple[str, int]]:
+    """The chunk sizes every peer is measured with: a few chunks per worker, one per worker."""
+    return [("n/8", max(1, n // 8)), ("n/2", max(1, n // 2))]
 
 
 def bench_ipyparallel(n: int) -> dict[str, object]:
@@ -63,7 +74,9 @@ def bench_ipyparallel(n: int) -> dict[str, object]:
         unchunked_n = min(n, 1000)  # ~300/s: the full n would take a minute per run
         return {
             f"unchunked (n={unchunked_n})": rate(unchunked_n, lambda: view.map_sync(tiny, range(unchunked_n))),
-            "chunksize=n/8": rate(n, lambda: view.map(tiny, range(n), chunksize=max(1, n // 8)).get()),
+            "chunksize=100": rate(n, lambda: view.map(tiny, range(n), chunksize=100).get()),
+            **{f"chunksize={label}": rate(n, lambda size=size: view.map(tiny, range(n), chunksize=size).get())
+               for label, size in chunkings(n)},
         }
     finally:
         rc.close()
@@ -75,7 +88,8 @@ def bench_process_pool(n: int) -> dict[str, object]:
         list(pool.map(tiny, range(100)))
         return {
             "chunksize=1": rate(n, lambda: pool.map(tiny, range(n))),
-            "chunksize=n/8": rate(n, lambda: pool.map(tiny, range(n), chunksize=max(1, n // 8))),
+            **{f"chunksize={label}": rate(n, lambda size=size: pool.map(tiny, range(n), chunksize=size))
+               for label, size in chunkings(n)},
         }
 
 

@@ -106,21 +106,23 @@ class RemoteFunction(Generic[P, R]):
         jobs in flight (default twice ``workers`` max). With ``return_exceptions=True`` a
         failed item yields its exception instead of stopping the map.
         """
-        from .mapping import calls_from, run_map
+        from .mapping import items_from, run_map
 
-        calls, total = calls_from(iterables, star=False)
-        return run_map(self, calls, total=total, order=order, return_exceptions=return_exceptions,
-                       batch_size=batch_size, concurrency=concurrency)
+        items, star, total = items_from(iterables, star=False)
+        return run_map(self, items, star=star, total=total, order=order,
+                       return_exceptions=return_exceptions, batch_size=batch_size,
+                       concurrency=concurrency)
 
     def starmap(self, iterable: Iterable[Iterable], *, order: str = "input",
                 return_exceptions: bool = False, batch_size: int | None = None,
                 concurrency: int | None = None) -> Iterator[Any]:
         """``f(*args)`` for each ``args`` in ``iterable``; otherwise like ``map``."""
-        from .mapping import calls_from, run_map
+        from .mapping import items_from, run_map
 
-        calls, total = calls_from((iterable,), star=True)
-        return run_map(self, calls, total=total, order=order, return_exceptions=return_exceptions,
-                       batch_size=batch_size, concurrency=concurrency)
+        items, star, total = items_from((iterable,), star=True)
+        return run_map(self, items, star=star, total=total, order=order,
+                       return_exceptions=return_exceptions, batch_size=batch_size,
+                       concurrency=concurrency)
 
     def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
         job, request = self._prepare(args, kwargs, blocking=sync)

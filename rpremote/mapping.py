@@ -1,7 +1,10 @@
 """``f.map``: fan many calls out over an endpoint's workers, batching small items into jobs.
 
 One job per item costs a queue round trip per item (milliseconds), so items travel in
-batches: one ``map`` request runs a list of calls and returns one outcome per call. The batch
+batches: one ``map`` request runs a list of items and returns their values as a list, with
+the failed ones' errors beside it by index (a few objects per batch, not a few per item:
+with tiny items, building and unpickling per-item pairs, and the garbage collections they
+set off, cost more than the work). The batch
 size (``BatchSizer``) keeps every worker busy and a job near ``TARGET_JOB_S`` of work.
 Up to ``concurrency`` jobs are in flight, each followed by a thread of its own over the shared
 HTTP connection pool. The function is pickled once for the whole map.
@@ -122,8 +125,9 @@ class _LogsOnly:
 
 def run_map(
     rf: "RemoteFunction",
-    calls: Iterable[tuple[tuple, dict]],
+    items: Iterable[Any],
     *,
+    star: bool,
     total: int | None,
     order: str = "input",
     return_exceptions: bool = False,
@@ -161,10 +165,10 @@ def run_map(
     retries = rf.retries
     name = f"{rf.fn.__module__}.{rf.fn.__qualname__}"
     sizer = BatchSizer(batch_size, total, lanes)
-    source = iter(calls)
+    source = iter(items)
 
-    def run_job(batch: list[tuple[tuple, dict]], start: int) -> tuple[list[Any], Job]:
-        """One job running ``batch``: an outcome per item, exceptions as exception objects."""
+    def run_job(batch: list[Any], start: int) -> tuple[Outcome, Job]:
+        """One job running ``batch``: its values, and its failed items' exceptions by index."""
         notes = PickleNotes()  # the function's, plus what this batch's inputs refer to
         notes.by_reference |= fn_notes.by_reference
         notes.code = list(fn_notes.code)
@@ -173,7 +177,7 @@ def run_map(
         except UnpicklableError as e:
             raise UnpicklableError(_shift(e.path, start), e.type_name, e.reason) from None
         request = protocol.call_request(secret, fn_bytes, payload, name=name, kind=protocol.MAP,
-                                        **rf._environment(notes))
+                                        star=star, **rf._environment(notes))
         target.blobs.ship(request)
         job = Job(target.queue, endpoint, secret=secret, name=rf.fn.__name__,
                   reporter=recording, call_id=request["call"], fetch=target.blobs.fetch,
@@ -187,31 +191,36 @@ def run_map(
                 job.cancel()
                 raise _Stopped()
             try:
-                outcomes = [(ok, p if ok else remote_exception(p)) for ok, p in job.result()]
+                values, errors = job.result()
+                outcome = Outcome(values, {i: remote_exception(e) for i, e in errors.items()})
             except Exception as e:  # the whole job failed (worker lost, timeout, ...)
-                outcomes = [(False, e)] * len(batch)
+                outcome = Outcome([None] * len(batch), dict.fromkeys(range(len(batch)), e))
         finally:
             live.discard(job)
             if job.execution_time:
                 with counting:
                     progress.execution_s += job.execution_time
-        return outcomes, job
+        return outcome, job
 
-    def run_batch(batch: list[tuple[tuple, dict]], start: int) -> tuple[int, list[Any], Job]:
-        """``batch``'s outcomes; items that failed in a way ``retries`` covers are run again."""
-        outcomes, first = run_job(batch, start)
-        job, todo = first, list(range(len(batch)))
+    def run_batch(batch: list[Any], start: int) -> tuple[int, Outcome, Job]:
+        """``batch``'s outcome; items that failed in a way ``retries`` covers are run again."""
+        outcome, first = run_job(batch, start)
+        job = first
         for attempt in range(1, (retries.max_retries if retries else 0) + 1):
-            todo = [i for i in todo if not outcomes[i][0] and retries.applies(outcomes[i][1])]
+            todo = sorted(i for i, e in outcome.errors.items() if retries.applies(e))
             if not todo or stopping:
                 break
-            job.attempts.append((job.id or "?", outcomes[todo[0]][1]))
+            job.attempts.append((job.id or "?", outcome.errors[todo[0]]))
             reporter.retrying(job, len(todo))
             time.sleep(retries.delay(attempt))
             again, job = run_job([batch[i] for i in todo], start)
-            for i, outcome in zip(todo, again):
-                outcomes[i] = outcome
-        return start, outcomes, first  # the batch sizer learns from the full-size job
+            for k, i in enumerate(todo):  # k: the item's place in the retry, i: in the batch
+                outcome.values[i] = again.values[k]
+                if k in again.errors:
+                    outcome.errors[i] = again.errors[k]
+                else:
+                    del outcome.errors[i]
+        return start, outcome, first  # the batch sizer learns from the full-size job
 
     live: set[Job] = set()  # submitted and not finished: cancelled if the map stops early
     stopping = False
@@ -234,7 +243,7 @@ def run_map(
     pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="rpremote-map")
     in_flight: dict[Future, int] = {}  # a batch's future -> its number of items
     next_start = 0
-    ready: dict[int, Any] = {}  # input index -> outcome, waiting for its turn
+    ready: dict[int, Outcome] = {}  # a batch's first input index -> its outcome, awaiting its turn
     next_out = 0
     exhausted = False
 
@@ -261,26 +270,24 @@ def run_map(
             for fut in done:
                 progress.running -= in_flight.pop(fut)
                 try:
-                    start, outcomes, job = fut.result()
+                    start, outcome, job = fut.result()
                 except _Stopped:  # only a cancel stops a batch while the map goes on
                     raise cancelled() from None
-                sizer.observe(len(outcomes), job.execution_time)
-                for i, outcome in enumerate(outcomes):
-                    ready[start + i] = outcome
-                    if outcome[0]:
-                        progress.done += 1
-                    else:
-                        progress.failed += 1
+                sizer.observe(len(outcome.values), job.execution_time)
+                ready[start] = outcome
+                progress.failed += len(outcome.errors)
+                progress.done += len(outcome.values) - len(outcome.errors)
             fill()
             if on_update:
                 on_update(progress)
             if order == "completed":
-                for index in sorted(ready):
-                    yield _value(ready.pop(index), return_exceptions)
+                for start in sorted(ready):
+                    yield from ready.pop(start).results(return_exceptions)
             else:
                 while next_out in ready:
-                    yield _value(ready.pop(next_out), return_exceptions)
-                    next_out += 1
+                    outcome = ready.pop(next_out)
+                    next_out += len(outcome.values)
+                    yield from outcome.results(return_exceptions)
         if progress.cancelled:  # cancelled after the last job came back, before the end
             raise cancelled()
     except GeneratorExit:
@@ -310,15 +317,30 @@ class _Stopped(Exception):
     """A batch not submitted because the map was stopped."""
 
 
-def _value(outcome: tuple[bool, Any], return_exceptions: bool) -> Any:
-    ok, payload = outcome
-    if ok or return_exceptions:
-        return payload
-    raise payload
+@dataclass
+class Outcome:
+    """One batch's outcome: a value per item (``None`` where it failed), the failures apart."""
+
+    values: list[Any]
+    errors: dict[int, BaseException]
+
+    def results(self, return_exceptions: bool) -> Iterator[Any]:
+        """The items' values in order; a failed item yields its exception or raises it."""
+        if not self.errors:
+            yield from self.values
+            return
+        for i, value in enumerate(self.values):
+            error = self.errors.get(i)
+            if error is None:
+                yield value
+            elif return_exceptions:
+                yield error
+            else:
+                raise error
 
 
 def _shift(path: str, start: int) -> str:
-    """``map inputs[3][0][1]`` -> the item's place in the whole input: ``inputs[3+start]...``."""
+    """``map inputs[3][1]`` -> the item's place in the whole input: ``map input 3+start[1]``."""
     head = "map inputs["
     if path.startswith(head):
         index, _, rest = path[len(head):].partition("]")
@@ -327,8 +349,12 @@ def _shift(path: str, start: int) -> str:
     return path
 
 
-def calls_from(iterables: tuple[Iterable, ...], star: bool) -> tuple[Iterator[tuple[tuple, dict]], int | None]:
-    """``map(f, xs, ys)`` / ``starmap(f, pairs)`` inputs as ``(args, kwargs)`` pairs, and their count when known."""
+def items_from(iterables: tuple[Iterable, ...], star: bool) -> tuple[Iterable[Any], bool, int | None]:
+    """``map(f, xs)`` / ``map(f, xs, ys)`` / ``starmap(f, pairs)`` inputs: the items, whether
+    each is a tuple of arguments (``f(*item)``) rather than the one argument, and their count
+    when known."""
+    if not iterables:
+        raise TypeError("map needs at least one iterable of inputs")
     total = None
     try:
         total = min(len(it) for it in iterables)  # type: ignore[arg-type]
@@ -336,5 +362,7 @@ def calls_from(iterables: tuple[Iterable, ...], star: bool) -> tuple[Iterator[tu
         pass
     if star:
         (only,) = iterables
-        return ((tuple(args), {}) for args in only), total
-    return ((args, {}) for args in zip(*iterables)), total
+        return (tuple(args) for args in only), True, total
+    if len(iterables) == 1:
+        return iterables[0], False, total
+    return zip(*iterables), True, total

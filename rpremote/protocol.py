@@ -30,7 +30,7 @@ from blake3 import blake3
 
 from .errors import SignatureError, VersionMismatch
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a map batch is a column of items, its outcome (values, errors)
 
 # Request kinds: one call, or a batch of calls of one function (map).
 CALL = "call"
@@ -206,12 +206,14 @@ def is_signed_by(secret: bytes | None, envelope: dict[str, Any]) -> bool:
 
 
 def call_request(secret: bytes, fn: bytes, args: Any, *, name: str, kind: str = CALL,
+                 star: bool = False,
                  requirements: list[str] | tuple[str, ...] = (),
                  system_packages: list[str] | tuple[str, ...] = (),
                  client_env: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A signed request to call ``fn``: ``args`` is a pickled ``(args, kwargs)`` for a call,
-    a pickled list of them for a map batch (the result is then a list of outcomes); either
-    bytes or ``(bytes, out-of-band buffers)``.
+    """A signed request to call ``fn``: ``args`` is a pickled ``(args, kwargs)`` for a call;
+    for a map batch, a pickled list of items, each the one argument of a call (with
+    ``star``: each a tuple of arguments), and the result is ``(values, {index: error})``.
+    Either bytes or ``(bytes, out-of-band buffers)``.
 
     ``requirements`` (pip requirement strings) and ``system_packages`` (Debian names) are
     installed by the worker before it unpickles anything; ``client_env`` (cloudpickle's
@@ -225,6 +227,7 @@ def call_request(secret: bytes, fn: bytes, args: Any, *, name: str, kind: str = 
         "name": name,
         "fn": encode_blob(fn, offload_min=FUNCTION_OFFLOAD_MIN_BYTES),
         "args": _encode(args),
+        **({"star": True} if star else {}),
         "requirements": list(requirements),
         "system": list(system_packages),
         "client": client_env or {},

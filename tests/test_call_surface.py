@@ -225,6 +225,8 @@ def test_map_bad_settings_and_inputs_fail_before_sending():
         list(add_or_fail.map([1], batch_size=0))
     with pytest.raises(ConfigError, match="generator"):
         list(countdown.map([1]))
+    with pytest.raises(TypeError, match="at least one iterable"):
+        list(add_or_fail.map())
     with pytest.raises(UnpicklableError) as info:
         list(add_or_fail.map([1, 2, threading.Lock()], batch_size=10))
     assert "map input 2" in str(info.value)

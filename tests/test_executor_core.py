@@ -70,13 +70,13 @@ def test_main_thread_output_is_not_mixed_into_a_job():
 
 def test_another_protocol_version_is_refused():
     request = protocol.call_request(SECRET, dumps(shout), dumps(((1,), {})), name="shout")
-    request["rpremote"] = 2
+    request["rpremote"] = protocol.PROTOCOL_VERSION + 1
     protocol.sign(SECRET, request)
     out = EventBuffer()
     Executor(SECRET).run(request, out)
     (result,) = out.drain()
     assert result["error"]["kind"] == protocol.REFUSED_VERSION
-    assert "protocol 2" in result["error"]["message"]
+    assert f"protocol {protocol.PROTOCOL_VERSION + 1}" in result["error"]["message"]
 
 
 def test_worker_without_a_secret_refuses_everything():
@@ -112,3 +112,31 @@ def test_bounded_pending_output_drops_oldest_with_a_note():
     events = buf.drain()
     assert "bytes of output dropped" in events[0]["data"]
     assert sum(len(e["data"]) for e in events[1:]) <= 1000
+
+
+def run_map(fn, items, *, star=False):
+    request = protocol.call_request(SECRET, dumps(fn), dumps(items), name=fn.__name__,
+                                    kind=protocol.MAP, star=star)
+    out = EventBuffer()
+    Executor(SECRET).run(request, out)
+    (result,) = [e for e in out.drain() if e["t"] == protocol.RESULT]
+    return decode_result(result, SECRET, request["call"])
+
+
+def lock_or_inverse(x):
+    if x == 2:
+        return threading.Lock()  # runs, but cannot travel back
+    return 1 / x
+
+
+def test_a_map_batch_is_values_with_failures_apart_by_index():
+    values, errors = run_map(lock_or_inverse, [1, 0, 2, 4])
+    assert values == [1.0, None, None, 0.25]
+    assert sorted(errors) == [1, 2]
+    assert errors[1]["type"] == "ZeroDivisionError"
+    assert errors[2]["type"] == "ResultPicklingError" and "results[2]" in errors[2]["message"]
+
+
+def test_a_star_map_batch_spreads_each_item_over_the_arguments():
+    values, errors = run_map(divmod, [(7, 2), (9, 4)], star=True)
+    assert (values, errors) == ([(3, 1), (2, 1)], {})

@@ -109,8 +109,8 @@ class Executor:
                 return self._put(out, self._exception(
                     call_id, e, e.__traceback__, note="while unpickling the function or its arguments"))
             try:
-                if request["kind"] == protocol.MAP:
-                    value = self._map(fn, payload)  # per-call failures are in the outcomes
+                if request["kind"] == protocol.MAP:  # per-item failures are in the outcome
+                    value = self._map(fn, payload, star=bool(request.get("star")))
                 else:
                     value = self._call(fn, *payload, call_id, out)
             except JobStopped:
@@ -136,38 +136,46 @@ class Executor:
             return self._yield_items(call_id, value, out)
         return value
 
-    def _map(self, fn: Callable[..., Any], calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-        """A batch of calls: ``(True, value)`` or ``(False, error info)`` for each.
+    def _map(self, fn: Callable[..., Any], items: list[Any], *,
+             star: bool) -> tuple[list[Any], dict[int, Any]]:
+        """A batch of calls, ``fn(item)`` (``fn(*item)`` with ``star``): the values in order
+        (``None`` where an item failed) and each failed item's error info by index.
 
-        The list is pickled as one (fast); only when that fails is each value tried alone
-        (``_isolate_unpicklable``), so a value that cannot travel fails its item, not the batch.
+        Columns rather than a pair per item: a batch of thousands of tiny items then costs
+        few objects to build, pickle and unpickle on either side. The values are pickled as
+        one (fast); only when that fails is each tried alone (``_isolate_unpicklable``), so a
+        value that cannot travel fails its item, not the batch.
         """
-        outcomes: list[tuple[bool, Any]] = []
-        for args, kwargs in calls:
+        values: list[Any] = []
+        errors: dict[int, Any] = {}
+        for i, item in enumerate(items):
             try:
-                value = fn(*args, **kwargs)
+                value = fn(*item) if star else fn(item)
                 if type(value) is CoroutineType:  # inspect.iscoroutine, per item: cheaper
                     value = asyncio.run(value)
-                outcomes.append((True, value))
             except JobStopped:
                 raise
             except BaseException as e:
-                outcomes.append((False, self._error_info(e, _user_frames(e.__traceback__))))
-        return outcomes
+                errors[i] = self._error_info(e, _user_frames(e.__traceback__))
+                value = None
+            values.append(value)
+        return values, errors
 
     @staticmethod
-    def _isolate_unpicklable(outcomes: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    def _isolate_unpicklable(outcome: tuple[list[Any], dict[int, Any]]) -> tuple[list[Any], dict[int, Any]]:
         """A map batch that cannot be pickled whole: fail only the items that cannot travel."""
-        for i, (ok, value) in enumerate(outcomes):
-            if ok:
+        values, errors = outcome
+        for i, value in enumerate(values):
+            if i not in errors:
                 try:
                     dumps_result(value, label=f"results[{i}]")
                 except UnpicklableError as e:
-                    outcomes[i] = (False, protocol.error_info(
+                    values[i] = None
+                    errors[i] = protocol.error_info(
                         protocol.RESULT_PICKLING, "ResultPicklingError",
                         f"the function ran, but what it returned cannot be sent back: {e}",
-                        module="rpremote.errors"))
-        return outcomes
+                        module="rpremote.errors")
+        return values, errors
 
     def _yield_items(self, call_id: str | None, gen: Any, out: EventBuffer) -> int:
         """Send each yielded value as it is produced; the result is how many there were."""
