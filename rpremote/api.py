@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 from typing import (
-    TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, ParamSpec, TypeVar, overload,
+    TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterable, Iterator, ParamSpec, TypeVar,
+    overload,
 )
 
 from . import config
@@ -85,8 +86,8 @@ class RemoteFunction(Generic[P, R]):
         import asyncio
 
         if self.is_generator:
-            raise ConfigError(f"{self.fn.__name__} is a generator function: iterate over "
-                              f"{self.fn.__name__}.stream(...) instead of awaiting .aio(...)")
+            raise ConfigError(f"{self.fn.__name__} is a generator function: use `async for x "
+                              f"in {self.fn.__name__}.astream(...)` instead of awaiting .aio(...)")
         # Pickling and the first contact with the target (which may start the local
         # emulator) are blocking work: done in a thread, off the loop.
         job, request = await asyncio.to_thread(self._prepare, args, kwargs)
@@ -96,6 +97,26 @@ class RemoteFunction(Generic[P, R]):
     def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
         """Iterate over what the (generator) function yields, as the worker produces it."""
         return _follow_items(self._submit(args, kwargs, sync=False))
+
+    async def astream(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
+        """``async for x in f.astream(...)``: ``stream`` on httpx's async client, so a notebook's
+        event loop keeps running between items.
+
+        Leaving the loop early, or cancelling the task that iterates, cancels the remote job.
+        """
+        import asyncio
+
+        if not self.is_generator:
+            raise ConfigError(f"{self.fn.__name__} is not a generator function: "
+                              f"`await {self.fn.__name__}.aio(...)` calls it")
+        job, request = await asyncio.to_thread(self._prepare, args, kwargs, False)
+        await job.asubmit(request, self.policy, sync=False)
+        try:
+            async for value in job.aitems():
+                yield value
+        except (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt):
+            await asyncio.shield(job.acancel())  # stop the remote generator too
+            raise
 
     def map(self, *iterables: Iterable, order: str = "input", return_exceptions: bool = False,
             batch_size: int | None = None, concurrency: int | None = None) -> Iterator[Any]:

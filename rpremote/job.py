@@ -20,7 +20,7 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from . import platform as rp
 from . import displays, protocol
@@ -181,6 +181,18 @@ class Job:
                 return
             drive(self._step(deadline), self._perform)
 
+    async def aevents(self, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """``events`` for asyncio: ``async for event in job.aevents()``."""
+        deadline = _deadline(timeout)
+        n = 0
+        while True:
+            while n < len(self._events):
+                n += 1
+                yield self._events[n - 1]
+            if self.done:
+                return
+            await adrive(self._step(deadline), self._aperform)
+
     def wait(self, timeout: float | None = None) -> "Job":
         """Follow the job until it ends; ``TimeoutError`` if ``timeout`` seconds pass first.
 
@@ -266,12 +278,29 @@ class Job:
         expected = 0
         for event in self.events():
             if event.get("t") == protocol.ITEM:
-                protocol.check_result(self.secret, self.call_id, event)
-                if event.get("i") != expected:
-                    raise JobFailed(f"item {expected} of job {self.id} is missing "
-                                    f"(got item {event.get('i')})", self.id, self._status)
+                yield self._item(event, expected)
                 expected += 1
-                yield self._load(event["value"])
+        self._check_item_count(expected)
+
+    async def aitems(self) -> AsyncIterator[Any]:
+        """``items`` for asyncio: ``async for value in job.aitems()``."""
+        expected = 0
+        async for event in self.aevents():
+            if event.get("t") == protocol.ITEM:
+                yield self._item(event, expected)
+                expected += 1
+        self._check_item_count(expected)
+
+    def _item(self, event: dict[str, Any], expected: int) -> Any:
+        """Item number ``expected``'s value: signed by our secret, for this call, none skipped."""
+        protocol.check_result(self.secret, self.call_id, event)
+        if event.get("i") != expected:
+            raise JobFailed(f"item {expected} of job {self.id} is missing "
+                            f"(got item {event.get('i')})", self.id, self._status)
+        return self._load(event["value"])
+
+    def _check_item_count(self, expected: int) -> None:
+        """The job's outcome (raised if it failed) must count the items that arrived."""
         count = self._outcome()
         if isinstance(count, int) and count != expected:
             raise JobFailed(f"job {self.id} yielded {count} items but {expected} arrived",

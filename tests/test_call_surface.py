@@ -152,6 +152,47 @@ def test_explicit_stream_async_generators_and_coroutines():
     assert async_add(2, 3) == 5
 
 
+def test_astream_inside_an_event_loop_and_leaving_early_cancels_the_job():
+    from contextlib import aclosing
+    from rpremote import config
+    from rpremote.errors import ConfigError
+
+    async def main():
+        ticker = 0
+
+        async def tick():
+            nonlocal ticker
+            while True:
+                ticker += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(tick())
+        received = []
+        async for item in countdown.astream(3, 1.0):
+            received.append((time.time(), ticker, item))
+        t.cancel()
+        rec = RecordingReporter()
+        rpremote.configure(reporter=rec)
+        try:
+            async with aclosing(countdown.astream(100, 0.2)) as items:
+                async for item in items:
+                    break
+        finally:
+            config.reset()
+        with pytest.raises(ConfigError, match="astream"):
+            await countdown.aio(1, 0)
+        with pytest.raises(ConfigError, match="aio"):
+            async for _ in slow_square.astream(1):
+                pass
+        return received, rec
+
+    received, rec = asyncio.run(main())
+    assert [item["i"] for _, _, item in received] == [3, 2, 1]
+    assert received[-1][2]["t"] - received[0][0] > 1.0, "the first item arrives before the last is made"
+    assert received[-1][1] > received[0][1] + 10, "the loop kept running between items"
+    assert rec.finished_with == "CANCELLED"
+
+
 def test_generator_failure_after_items_raises_after_them():
     got = []
     with pytest.raises(ValueError, match="broke after one item"):
