@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from .api import RemoteFunction, remote  # noqa: E402
 from .config import configure  # noqa: E402
 from .retries import Retries  # noqa: E402
+from .progress_updates import Progress, progress  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError, DependencyInstallError, JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
     RemoteSystemExit, RemoteTraceback, ResultPicklingError, RpremoteError, SignatureError,
@@ -31,7 +32,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "remote", "RemoteFunction", "Job", "Retries", "configure",
+    "remote", "RemoteFunction", "Job", "Retries", "configure", "progress", "Progress",
     "RpremoteError", "ConfigError", "TargetNotAvailable", "UnpicklableError", "SignatureError",
     "VersionMismatch", "DependencyInstallError", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
     "RemoteKeyboardInterrupt", "ResultPicklingError", "WorkerLost", "JobFailed", "JobTimeout",

@@ -31,6 +31,7 @@ from .errors import (
 )
 from .client.drive import adrive, drive, sleep
 from .interrupts import held_interrupt
+from .progress_updates import Progress
 from .report import Reporter
 from .retries import Retries
 
@@ -64,6 +65,7 @@ class Job:
         self.execution_time: float | None = None  # seconds running
         self.submitted_at = time.monotonic()
         self._events: list[dict[str, Any]] = []
+        self.progress: Progress | None = None  # what the function last said with rpremote.progress
         self._logs: list[str] = []
         self._log_chars = 0
         self._batches_seen = 0
@@ -170,7 +172,8 @@ class Job:
         return "".join(self._logs)
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Every event (log, item, result) from the start, then new ones as they arrive."""
+        """Every event (log, item, display, progress, result) from the start, then new ones
+        as they arrive."""
         deadline = _deadline(timeout)
         n = 0
         while True:
@@ -433,6 +436,13 @@ class Job:
                 self.reporter.log(self, event.get("stream", "stdout"), text)
             elif kind == protocol.DISPLAY:
                 self._display(event)
+            elif kind == protocol.PROGRESS:
+                update = Progress.from_event(event)
+                if update is not None:
+                    self.progress = update
+                    told = getattr(self.reporter, "progress", None)
+                    if told is not None:
+                        told(self, update)
             elif kind == protocol.RESULT:
                 self._result = event
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 from blake3 import blake3
 
 from .errors import SignatureError, VersionMismatch
+from .progress_updates import EVENT as PROGRESS_EVENT
 
 PROTOCOL_VERSION = 2  # 2: a map batch is a column of items, its outcome (values, errors)
 
@@ -40,6 +41,7 @@ MAP = "map"
 LOG = "log"
 ITEM = "item"  # one value yielded by a generator function
 DISPLAY = "display"  # a rich output (display(), plt.show()): a Jupyter mime bundle
+PROGRESS = PROGRESS_EVENT  # rpremote.progress(): how far the job is (not signed: no code)
 RESULT = "result"
 
 # Error kinds in a failed result.

@@ -28,6 +28,7 @@ from . import displays
 
 if TYPE_CHECKING:
     from .mapping import MapProgress
+    from .progress_updates import Progress
     from .resources import Resources
 
 
@@ -48,6 +49,7 @@ class Reporter(Protocol):
     def finished(self, job: JobView, status: str) -> None: ...
     # Optional: display(job, data, metadata[, display_id=..., update=...]) for rich outputs
     # (Jupyter mime bundles); a reporter without it gets their text form through log().
+    # Optional: progress(job, update) for what the function says with rpremote.progress().
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class ReportContext:
 ReporterFactory = Callable[[ReportContext], "Reporter | None"]
 
 SLOW_CALL_S = 1.0
+PROGRESS_LINE_EVERY_S = 10.0  # progress lines: at each tenth of the way, or this often
 MAP_LINE_EVERY_S = 10.0  # no-TTY map lines: at each tenth of the way, or this often
 MAP_LINE_STEPS = 10
 
@@ -83,6 +86,7 @@ class TerminalReporter:
         self._lock = threading.RLock()
         self._bar: Any = None  # a tqdm bar while a map runs on a TTY
         self._map_line_at = (-MAP_LINE_EVERY_S, -1)  # (when, tenth) of the last plain map line
+        self._progress_at: dict[int, tuple[float, int, str | None]] = {}  # per job: (when, tenth, message)
 
     def _prefix(self, job: JobView) -> str:
         return f"[remote:{job.name}] "
@@ -122,8 +126,26 @@ class TerminalReporter:
             self._shown[id(job)] = phrase
         self._write("stderr", f"rpremote: {job.name}: {phrase}\n")
 
+    def progress(self, job: JobView, update: "Progress") -> None:
+        """A line for what the function says of its progress: when it passes a tenth of the
+        way, says something new, or every 10 s; never more than one a second."""
+        now = time.monotonic()
+        if self.quiet or now - job.submitted_at < SLOW_CALL_S:  # a fast call says nothing
+            return
+        fraction = update.fraction
+        tenth = int(fraction * 10) if fraction is not None else -1
+        with self._lock:
+            when, last_tenth, last_message = self._progress_at.get(id(job), (-1e9, -2, None))
+            changed = tenth != last_tenth or update.message != last_message
+            if not ((changed and now - when >= 1.0) or now - when >= PROGRESS_LINE_EVERY_S
+                    or (fraction == 1.0 and tenth != last_tenth)):
+                return
+            self._progress_at[id(job)] = (now, tenth, update.message)
+        self._write("stderr", f"rpremote: {job.name}: {update.describe()}\n")
+
     def finished(self, job: JobView, status: str) -> None:
         with self._lock:
+            self._progress_at.pop(id(job), None)
             rest = [(k, v) for k, v in self._partial.items() if k[0] == id(job)]
             for k, v in rest:
                 del self._partial[k]

@@ -201,6 +201,41 @@ def test_generator_failure_after_items_raises_after_them():
     assert got == [1]
 
 
+@remote(workers=(0, 2), idle_timeout=60)
+def train(epochs, seconds_each):
+    import rpremote
+    for epoch in range(1, epochs + 1):
+        time.sleep(seconds_each)
+        rpremote.progress(epoch, epochs, f"epoch {epoch}")
+    return time.time()
+
+
+class ProgressRecorder(RecordingReporter):
+    def __init__(self):
+        super().__init__()
+        self.told: list[tuple[float, rpremote.Progress]] = []
+
+    def progress(self, job, update):
+        self.told.append((time.time(), update))
+
+
+def test_progress_reports_arrive_live_and_stay_on_the_job():
+    rec = ProgressRecorder()
+    rpremote.configure(reporter=rec)
+    try:
+        job = train.spawn(4, 0.8)
+        ended_at = job.result(timeout=120)
+    finally:
+        from rpremote import config
+        config.reset()
+    assert [u.message for _, u in rec.told] == [f"epoch {i}" for i in range(1, 5)]
+    assert rec.told[0][0] < ended_at - 1.5, "the first report arrives while the job runs"
+    assert job.progress == rpremote.Progress(4, 4, "epoch 4") and job.progress.fraction == 1
+    told = [e for e in job.events() if e["t"] == "progress"]
+    assert [e["done"] for e in told] == [1, 2, 3, 4]
+    assert train.local(2, 0) > 0  # outside a job, progress() does nothing
+
+
 def test_local_runs_here():
     assert slow_square.local(4) == 16
     assert list(countdown.local(2, 0))[0]["i"] == 2

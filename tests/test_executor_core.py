@@ -140,3 +140,45 @@ def test_a_map_batch_is_values_with_failures_apart_by_index():
 def test_a_star_map_batch_spreads_each_item_over_the_arguments():
     values, errors = run_map(divmod, [(7, 2), (9, 4)], star=True)
     assert (values, errors) == ([(3, 1), (2, 1)], {})
+
+
+def report_steps(n):
+    import rpremote
+    print("start")
+    rpremote.progress(0, n, "warming up")
+    print("warm")
+    for i in range(1, n + 1):
+        rpremote.progress(i, n, f"step {i}")
+    return n
+
+
+def bad_progress():
+    import rpremote
+    rpremote.progress("half")
+
+
+def test_progress_events_keep_their_place_among_logs_and_coalesce():
+    request, events = run(report_steps, 10_000)
+    kinds = [e["t"] for e in events]
+    assert kinds == ["log", "progress", "log", "progress", "result"], kinds
+    first, last = events[1], events[3]
+    assert (first["done"], first["total"], first["message"]) == (0, 10_000, "warming up")
+    assert (last["done"], last["total"], last["message"]) == (10_000, 10_000, "step 10000")
+    assert decode_result(events[-1], SECRET, request["call"]) == 10_000
+
+
+def test_progress_outside_a_job_does_nothing_and_bad_input_fails_the_job():
+    import pytest
+    import rpremote
+    from rpremote.progress_updates import Progress
+
+    assert rpremote.progress(1, 2, "here") is None
+    request, events = run(bad_progress)
+    with pytest.raises(TypeError, match="done must be a finite number"):
+        decode_result(events[-1], SECRET, request["call"])
+    with pytest.raises(ValueError, match="total must be a positive number"):
+        rpremote.progress(1, 0)
+    assert Progress.from_event({"done": "x"}) is None  # a malformed event is ignored
+    long = Progress.from_event({"done": 1, "total": 4, "message": "m" * 500})
+    assert long.fraction == 0.25 and len(long.message) == 200
+    assert long.describe().startswith("1/4 (25%) mmm")

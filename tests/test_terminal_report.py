@@ -43,9 +43,19 @@ SCRIPT = textwrap.dedent('''
         time.sleep(s)
         return s
 
+    @remote(workers=(0, 2), idle_timeout=60)
+    def steps(n):
+        import rpremote
+        for i in range(1, n + 1):
+            time.sleep(0.1)
+            rpremote.progress(i, n, "loss 0.1")
+        return n
+
     sq(0)  # a warm worker, so the map itself takes a few seconds
     what = sys.argv[1]
-    if what == "map":
+    if what == "progress":
+        print("value", steps(40), flush=True)
+    elif what == "map":
         values = list(sq.map(range(12), return_exceptions=True, batch_size=1))
         print("values", sum(isinstance(v, ValueError) for v in values), values[3], flush=True)
     else:
@@ -173,6 +183,15 @@ def test_a_map_on_a_terminal_draws_a_progress_bar(tmp_path):
     assert REDRAW.search(out), out  # the bar is redrawn in place
     assert re.search(r"map sq: +100%\|[^|\n]*\| 12/12 ", out), out
     assert re.search(r"2 failed", out) and "rpremote: map sq: done, 12/12 items" in out, out
+
+
+def test_a_call_that_reports_progress_prints_a_line_now_and_then(tmp_path):
+    out = _run("progress", tty=False, tmp_path=tmp_path)
+    assert "value 40" in out
+    told = re.findall(r"^rpremote: steps: (\d+)/40 \((\d+)%\) loss 0.1$", out, re.M)
+    assert 2 <= len(told) <= 6, out  # 40 reports in 4 s: about one a second, not one each
+    assert [int(n) for n, _ in told] == sorted(int(n) for n, _ in told)
+    assert told[-1] == ("40", "100"), out
 
 
 @pytest.mark.parametrize("tty", [False, True], ids=["pipe", "pty"])

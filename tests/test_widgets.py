@@ -30,6 +30,15 @@ def slow(seconds, text="hello"):
 
 
 @remote(workers=(0, 2), idle_timeout=60)
+def stepper(n):
+    import rpremote
+    for i in range(1, n + 1):
+        time.sleep(0.4)
+        rpremote.progress(i, n, f"step {i}")
+    return n
+
+
+@remote(workers=(0, 2), idle_timeout=60)
 def square(x):
     time.sleep(0.2)
     if x % 5 == 4:
@@ -269,6 +278,16 @@ def test_a_map_has_one_view_with_progress_and_counts(kernel):
     assert done == sorted(done), done  # counts only go up
     out = kernel.ok("print(sum(isinstance(v, ValueError) for v in r), r[3])")
     assert kernel.out[out]["stdout"].split() == ["4", "9"]
+
+
+def test_a_call_that_reports_progress_fills_its_bar(kernel):
+    cell = kernel.ok("stepper(6)")
+    (view,) = kernel.views(cell)
+    bar, status = view["progress"], view["status"]
+    assert kernel.models[bar]["value"] == 1.0 and kernel.models[bar]["bar_style"] == "success"
+    values = [st.get("value") for st in kernel.history[bar]]
+    assert any(0 < v < 1 for v in values), values  # it filled on the way
+    assert "6/6 (100%) step 6" in kernel.models[status]["value"]
 
 
 def test_the_cancel_button_stops_every_job_of_a_map(kernel, tmp_path):

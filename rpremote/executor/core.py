@@ -23,7 +23,7 @@ from .. import parity, protocol
 from ..blobs import NO_STORE_HINT, CachedFetch, OffloadError, Shipper
 from ..capture import devices, dumps_result, loads
 from ..errors import DependencyInstallError, SignatureError, UnpicklableError, VersionMismatch
-from . import display, streams
+from . import display, progress, streams
 from .events import EventBuffer
 from .installer import Installer
 
@@ -89,7 +89,8 @@ class Executor:
             return self._put(out, self._refusal(call_id, protocol.REFUSED_INPUT, e))
 
         shown = functools.partial(self._display, out, call_id)
-        with streams.captured(out.log), display.captured(shown):
+        told = lambda update: out.progress(update.as_event())  # noqa: E731
+        with streams.captured(out.log), display.captured(shown), progress.captured(told):
             try:  # dependencies first: by-reference modules are imported while unpickling
                 self.installer.prepare(request, functools.partial(out.log, "stdout"))
                 parity.check_worker(request.get("client"), request["python"],

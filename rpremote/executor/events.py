@@ -35,6 +35,18 @@ class EventBuffer:
         if was_empty:
             self._wake()
 
+    def progress(self, event: dict[str, Any]) -> None:
+        """A progress update; one not sent yet is replaced when nothing came after it (a
+        function may report on every step of a tight loop)."""
+        with self._lock:
+            was_empty = not self._events
+            if self._events and self._events[-1]["t"] == protocol.PROGRESS:
+                self._events[-1] = event
+            else:
+                self._events.append(event)
+        if was_empty:
+            self._wake()
+
     def log(self, stream: str, text: str) -> None:
         if not text:
             return

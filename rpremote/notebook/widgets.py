@@ -473,6 +473,8 @@ class JobView(_View):
         self._last_news = self._created = time.monotonic()
         self._refreshing = False
         self._cancel_sent = False
+        self.update: Any = None  # what the function last said with rpremote.progress()
+        self._drawn_at = 0.0
         _ticker.add(self)
 
     # -- Reporter
@@ -496,6 +498,16 @@ class JobView(_View):
             with self._lock:
                 self.job = self.job or job
             self.show()
+
+    def progress(self, job: Any, update: Any) -> None:
+        """``rpremote.progress()`` on the worker: the bar and the status line (at most every
+        ``MAP_REDRAW_S``; the ticker draws the rest)."""
+        self._heard()
+        self._first_news(job)
+        with self._lock:
+            self.job, self.update = self.job or job, update
+            if time.monotonic() - self._drawn_at >= MAP_REDRAW_S:
+                self._redraw()
 
     def finished(self, job: Any, status: str) -> None:
         self._end_output(job, status)
@@ -582,6 +594,8 @@ class JobView(_View):
         key, phrase = self._state()
         job = self.job
         parts = [f"<span class='rpremote-state' data-state='{key}'>{html.escape(phrase)}</span>"]
+        if self.update is not None:
+            parts.append(f"<span class='rpremote-told'>{html.escape(self.update.describe())}</span>")
         if job is not None:
             now = self.ended_at or time.monotonic()
             parts.append(_seconds(max(0.0, now - job.submitted_at)))
@@ -598,10 +612,27 @@ class JobView(_View):
                 parts.append(cost)
         return " · ".join(parts)
 
+    def _progress_widget(self, w: Any) -> Any:
+        """Hidden until the function reports a fraction of the way (``rpremote.progress``)."""
+        return w.FloatProgress(min=0.0, max=1.0, value=0.0, bar_style="info",
+                               layout=w.Layout(width="100%", display="none"),
+                               _dom_classes=["rpremote-progress"])
+
     def _redraw_more(self, ws: dict[str, Any]) -> None:
+        self._drawn_at = time.monotonic()
         title = self._title_html()
         if ws["title"].value != title:
             ws["title"].value = title
+        bar, fraction = ws["progress"], self.update.fraction if self.update is not None else None
+        if fraction is not None:
+            if bar.value != fraction:
+                bar.value = fraction
+            if bar.layout.display == "none":
+                bar.layout.display = None
+            style = ({"done": "success", "cancelled": "warning"}.get(self._state()[0], "danger")
+                     if self.ended else "info")
+            if bar.bar_style != style:
+                bar.bar_style = style
 
 
 class MapView(_View):
