@@ -1,8 +1,10 @@
 """``rpremote jobs | logs ID | cancel ID``: the job journal from a terminal.
 
-``jobs`` reads only the journal. ``logs`` and ``cancel`` find the job's endpoint in the journal
-and then ask the queue API of the target the job ran on; they never start the local emulator
-(a job that ran on it is gone with it). Every failure is one line on stderr and exit status 1.
+``jobs`` reads the journal; first it asks the platform about the jobs the journal has not seen
+end (a spawned job nobody followed still reads IN_QUEUE there), unless ``--cached``. ``logs``
+and ``cancel`` find the job's endpoint in the journal and then ask the queue API of the target
+the job ran on. None of them starts the local emulator (a job that ran on it is gone with it).
+Every failure is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from . import displays, journal
 from . import platform as rp
 from .errors import RpremoteError
 
+EXPIRED = "EXPIRED"  # the platform no longer knows the job (job.EXPIRED; not imported: light CLI)
 SHORT_ID = 13  # "sync-1a2b3c4d" / "1a2b3c4d-5e6f": enough to tell jobs apart, and a valid prefix
 
 
@@ -47,6 +50,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="only jobs in this state (COMPLETED, FAILED, IN_PROGRESS, ...)")
         p.add_argument("--name", default=None, help="only jobs of this function or cell")
         p.add_argument("--json", action="store_true", help="one JSON list, every column")
+        p.add_argument("--cached", action="store_true",
+                       help="only what the journal says: do not ask the platform about jobs "
+                            "it has not seen end")
         return p
     what = {"logs": "Print what a job printed (its output, as the platform still holds it).",
             "cancel": "Cancel a job (queued: removed; running: stopped)."}[command]
@@ -59,6 +65,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    unknown = 0 if args.cached else _refresh_unended(max(args.limit, REFRESH_AT_LEAST))
     entries = journal.recent(limit=args.limit, status=args.status, name=args.name)
     if args.json:
         print(json.dumps([e.as_dict() for e in entries], indent=1))
@@ -73,6 +80,41 @@ def _jobs(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if any(e.target == "local" and e.cost_usd for e in entries):
         print("(cost in parentheses: what RunPod would charge; jobs on the local target cost nothing)")
+    if unknown:
+        print(f"({unknown} job{'s' if unknown != 1 else ''} not seen ending ran on the local "
+              "emulator, which is not running now: they are gone with it)")
+    return 0
+
+
+REFRESH_AT_LEAST = 200  # the newest jobs whose state `jobs` brings up to date
+
+
+def _refresh_unended(limit: int) -> int:
+    """Ask the platform about the newest jobs the journal has not seen end, and write down
+    what it says (a job it no longer knows is EXPIRED). Returns how many could not be asked
+    because the local emulator they ran on is not running."""
+    unended = [e for e in journal.recent(limit=limit)
+               if e.status not in rp.TERMINAL_STATES and e.status != EXPIRED
+               and e.target in (None, "local")]
+    if not unended:
+        return 0
+    try:
+        queue = _queue(unended[0])
+    except CommandError:
+        return len(unended)
+    from .errors import JobFailed
+
+    try:
+        for entry in unended:
+            try:
+                st = queue.call("status", entry.endpoint, entry.id)
+            except JobFailed as e:
+                if e.http_status != 404:
+                    continue
+                st = {"status": EXPIRED}
+            _note(entry, st)
+    finally:
+        queue.close()
     return 0
 
 
@@ -195,6 +237,6 @@ def _note(entry: journal.Entry, st: dict[str, Any]) -> None:
         values["delay_ms"] = int(st["delayTime"])
     if st.get("executionTime") is not None:
         values["execution_ms"] = int(st["executionTime"])
-    if status in rp.TERMINAL_STATES:
+    if status in rp.TERMINAL_STATES or status == EXPIRED:
         values["finished_at"] = time.time()
     journal.update(entry.id, **values)

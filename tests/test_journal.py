@@ -141,6 +141,19 @@ def test_cli_lists_prints_logs_and_cancels(rpremote_home):
     assert targets.current().queue.status(job.endpoint, job.id)["status"] == "CANCELLED"
     assert job.refresh() == "CANCELLED"
 
+    # A spawned job nobody follows reads IN_QUEUE in the journal; `jobs` asks the platform.
+    quick = shout.spawn("unfollowed")
+    queue, endpoint = targets.current().queue, quick.endpoint
+    wait_for(lambda: queue.status(endpoint, quick.id)["status"] == "COMPLETED", timeout=60,
+             what="the unfollowed job to end")
+    assert journal.get(quick.id).status == "IN_QUEUE"
+    r = cli("jobs", "--cached", "--limit", "3", home=rpremote_home)
+    assert any(quick.id[:13] in line and "IN_QUEUE" in line for line in r.stdout.splitlines())
+    r = cli("jobs", "--limit", "3", home=rpremote_home)
+    assert any(quick.id[:13] in line and "COMPLETED" in line for line in r.stdout.splitlines()), r.stdout
+    assert journal.get(quick.id).status == "COMPLETED"
+    assert journal.get(quick.id).execution_ms is not None
+
     r = cli("logs", "no-such-job", home=rpremote_home)
     assert r.returncode == 1
     assert r.stderr.strip().startswith("rpremote logs: no job 'no-such-job' in the job journal")
@@ -157,7 +170,12 @@ def test_logs_without_a_running_emulator_say_so(tmp_path):
     assert r.returncode == 1
     assert "the local emulator is not running" in r.stderr
     r = cli("jobs", home=tmp_path)
-    assert "abc-123" in r.stdout
+    assert "abc-123" in r.stdout and "gone with it" not in r.stdout
+    j.record("def-456", "rpremote-cpu-0", target="local", name="g", status="IN_QUEUE",
+             submitted_at=time.time())
+    r = cli("jobs", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "(1 job not seen ending ran on the local emulator, which is not running now" in r.stdout
 
 
 def test_an_unwritable_journal_warns_once_and_the_call_goes_on(monkeypatch, capfd, tmp_path):
