@@ -94,21 +94,29 @@ def test_cancel_a_spawned_job():
         job.result()
 
 
+class Ticker:
+    """Counts event-loop turns every 10 ms while it runs: proof that the loop is not blocked."""
+
+    def __init__(self):
+        self.ticks = 0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self):
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0.01)
+
+    def stop(self) -> int:
+        self._task.cancel()
+        return self.ticks
+
+
 def test_await_a_job_and_aio_inside_an_event_loop():
     async def main():
         job = slow_square.spawn(6)
-        ticker = 0
-
-        async def tick():
-            nonlocal ticker
-            while True:
-                ticker += 1
-                await asyncio.sleep(0.01)
-
-        t = asyncio.create_task(tick())
+        ticker = Ticker()
         a, b = await asyncio.gather(job, slow_square.aio(8, delay=0.5))
-        t.cancel()
-        return a, b, ticker
+        return a, b, ticker.stop()
 
     a, b, ticker = asyncio.run(main())
     assert (a, b) == (36, 64)
@@ -158,19 +166,11 @@ def test_astream_inside_an_event_loop_and_leaving_early_cancels_the_job():
     from rpremote.errors import ConfigError
 
     async def main():
-        ticker = 0
-
-        async def tick():
-            nonlocal ticker
-            while True:
-                ticker += 1
-                await asyncio.sleep(0.01)
-
-        t = asyncio.create_task(tick())
+        ticker = Ticker()
         received = []
         async for item in countdown.astream(3, 1.0):
-            received.append((time.time(), ticker, item))
-        t.cancel()
+            received.append((time.time(), ticker.ticks, item))
+        ticker.stop()
         rec = RecordingReporter()
         rpremote.configure(reporter=rec)
         try:
