@@ -19,6 +19,7 @@ from . import config
 from . import platform as rp
 from .capture.tensors import check_policy
 from .errors import ConfigError, UnpicklableError
+from .frames import user_facing
 from .resources import Resources, make_resources
 from .retries import Retries, as_retries
 from .versions import Requirement, check_dependencies, check_system_packages
@@ -68,16 +69,19 @@ class RemoteFunction(Generic[P, R]):
     def is_generator(self) -> bool:
         return inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn)
 
+    @user_facing
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run remotely and return the value; a generator function returns an iterator."""
         if self.is_generator:
             return self.stream(*args, **kwargs)  # type: ignore[return-value]
         return self._submit(args, kwargs, sync=True).result()
 
+    @user_facing
     def spawn(self, *args: P.args, **kwargs: P.kwargs) -> "Job":
         """Submit and return a ``Job`` at once; its ``result()`` blocks until it is done."""
         return self._submit(args, kwargs, sync=False)
 
+    @user_facing
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """``await f.aio(x)``: the call on httpx's async client, without blocking the event loop.
 
@@ -94,10 +98,12 @@ class RemoteFunction(Generic[P, R]):
         await job.asubmit(request, self.policy, sync=True)
         return await job.aresult()
 
+    @user_facing
     def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
         """Iterate over what the (generator) function yields, as the worker produces it."""
         return _follow_items(self._submit(args, kwargs, sync=False))
 
+    @user_facing
     async def astream(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
         """``async for x in f.astream(...)``: ``stream`` on httpx's async client, so a notebook's
         event loop keeps running between items.
@@ -118,6 +124,7 @@ class RemoteFunction(Generic[P, R]):
             await asyncio.shield(job.acancel())  # stop the remote generator too
             raise
 
+    @user_facing
     def map(self, *iterables: Iterable, order: str = "input", return_exceptions: bool = False,
             batch_size: int | None = None, concurrency: int | None = None) -> Iterator[Any]:
         """``f(x)`` for each ``x`` (``f(x, y)`` for several iterables), across the workers.
@@ -134,6 +141,7 @@ class RemoteFunction(Generic[P, R]):
                        return_exceptions=return_exceptions, batch_size=batch_size,
                        concurrency=concurrency)
 
+    @user_facing
     def starmap(self, iterable: Iterable[Iterable], *, order: str = "input",
                 return_exceptions: bool = False, batch_size: int | None = None,
                 concurrency: int | None = None) -> Iterator[Any]:
@@ -211,6 +219,7 @@ class RemoteFunction(Generic[P, R]):
         }
 
 
+@user_facing
 def _follow_items(job: "Job") -> Iterator[Any]:
     try:
         yield from job.items()

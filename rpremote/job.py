@@ -23,13 +23,14 @@ import time
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from . import platform as rp
-from . import displays, protocol
+from . import displays, protocol, tracebacks
 from .capture import devices, loads
 from .errors import (
     JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
     RemoteTraceback, ResultPicklingError, SignatureError, VersionMismatch, WorkerLost,
 )
 from .client.drive import adrive, drive, sleep
+from .frames import user_facing
 from .interrupts import held_interrupt
 from .progress_updates import Progress
 from .report import Reporter
@@ -92,6 +93,7 @@ class Job:
                 pass
         return self._status
 
+    @user_facing
     def refresh(self) -> str | None:
         """Ask the platform for the job's state now (status, worker, times); returns the status."""
         if self.id is None or self.done:
@@ -136,6 +138,7 @@ class Job:
         self._absorb(st)
 
     @classmethod
+    @user_facing
     def attach(cls, job_id: str, endpoint: str, *, name: str | None = None) -> "Job":
         """A handle to a job submitted elsewhere (another process), on the current target.
 
@@ -171,6 +174,7 @@ class Job:
         """The output seen so far (stdout and stderr interleaved as they arrived)."""
         return "".join(self._logs)
 
+    @user_facing
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Every event (log, item, display, progress, result) from the start, then new ones
         as they arrive."""
@@ -184,6 +188,7 @@ class Job:
                 return
             drive(self._step(deadline), self._perform)
 
+    @user_facing
     async def aevents(self, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
         """``events`` for asyncio: ``async for event in job.aevents()``."""
         deadline = _deadline(timeout)
@@ -196,6 +201,7 @@ class Job:
                 return
             await adrive(self._step(deadline), self._aperform)
 
+    @user_facing
     def wait(self, timeout: float | None = None) -> "Job":
         """Follow the job until it ends; ``TimeoutError`` if ``timeout`` seconds pass first.
 
@@ -210,6 +216,7 @@ class Job:
             raise
         return self
 
+    @user_facing
     async def await_done(self, timeout: float | None = None) -> "Job":
         """``wait`` for asyncio; cancelling the awaiting task cancels the remote job."""
         deadline = _deadline(timeout)
@@ -221,6 +228,7 @@ class Job:
             raise
         return self
 
+    @user_facing
     def result(self, timeout: float | None = None) -> Any:
         """The function's value, or raise what it raised (see ``decode_result``).
 
@@ -237,6 +245,7 @@ class Job:
             request, policy, sync = self._again()
             self.submit(request, policy, sync=sync)
 
+    @user_facing
     async def aresult(self, timeout: float | None = None) -> Any:
         """``result`` for asyncio (``await job`` does this)."""
         deadline = _deadline(timeout)
@@ -252,6 +261,7 @@ class Job:
     def __await__(self):
         return self.aresult().__await__()
 
+    @user_facing
     def cancel(self) -> None:
         """Cancel: a queued job is removed, a running one gets the platform's stop signal."""
         if self.id is None or self.done:
@@ -265,6 +275,7 @@ class Job:
                 with self._lock:  # a Cancel button's thread, beside the follower
                     self._finish(st)
 
+    @user_facing
     async def acancel(self) -> None:
         """``cancel`` for asyncio."""
         if self.id is None or self.done:
@@ -276,6 +287,7 @@ class Job:
         if st.get("status") in rp.TERMINAL_STATES:
             self._finish(st)
 
+    @user_facing
     def items(self) -> Iterator[Any]:
         """The values a generator function yields, as they are produced, then its outcome."""
         expected = 0
@@ -285,6 +297,7 @@ class Job:
                 expected += 1
         self._check_item_count(expected)
 
+    @user_facing
     async def aitems(self) -> AsyncIterator[Any]:
         """``items`` for asyncio: ``async for value in job.aitems()``."""
         expected = 0
@@ -520,7 +533,7 @@ def _load_inline(blob: dict[str, Any]) -> Any:
 def remote_exception(err: dict[str, Any]) -> BaseException:
     """The exception to raise here for a remote failure (call only on signed results)."""
     kind, type_name = err.get("kind"), err.get("type", "Exception")
-    message, tb, module = err.get("message", ""), err.get("traceback", ""), err.get("module", "")
+    message, tb, module = err.get("message", ""), tracebacks.text_of(err), err.get("module", "")
     if kind == protocol.REFUSED_SIGNATURE:
         return SignatureError(f"the worker refused the request: {message}")
     if kind == protocol.REFUSED_VERSION:

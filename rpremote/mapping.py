@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from . import platform as rp
 from . import protocol
+from .frames import user_facing
 from .capture import PickleNotes, dumps, dumps_oob
 from .errors import ConfigError, JobCancelled, UnpicklableError
 from .job import Job, remote_exception
@@ -123,6 +124,7 @@ class _LogsOnly:
         self.inner.finished(job, status)
 
 
+@user_facing
 def run_map(
     rf: "RemoteFunction",
     items: Iterable[Any],

@@ -50,6 +50,9 @@ _REGISTRY_LOCK = threading.RLock()
 # Buffers smaller than this stay inside the pickle: a separate piece costs more than it saves.
 OUT_OF_BAND_MIN_BYTES = 64 * 1024
 
+# Packages every worker runs; never shipped by value, wherever they are installed here.
+_ON_EVERY_WORKER = frozenset({"rpremote", "cloudpickle"})
+
 Pickled = tuple[bytes, list[memoryview]]  # the pickle and its out-of-band buffers
 
 
@@ -152,8 +155,10 @@ class _DetectingPickler(cloudpickle.Pickler):
                 self.found.setdefault(module.__name__, module)
             elif self.notes is not None:
                 self.notes.by_reference.add(module.__name__.partition(".")[0])
-        elif self.notes is not None and type(obj) is types.CodeType:
-            self.notes.code.append(obj)
+        elif type(obj) is types.CodeType:
+            if self.notes is not None:
+                self.notes.code.append(obj)
+            return _reduce_code(obj)
         return super().reducer_override(obj)
 
 
@@ -172,13 +177,35 @@ def _module_by_reference(obj: Any) -> types.ModuleType | None:
     return None
 
 
+# cloudpickle's own way to pickle a code object, which ``_reduce_code`` wraps.
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of ``code``, rebuilt with its real file name.
+
+    cloudpickle 3.1.3 names every code object it ships ``<dynamic-code>``; a traceback on
+    the worker would then lose the user's file, and the client could not find the lines.
+    Its nested code objects (``co_consts``) come through here too.
+    """
+    rebuild, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    return _code_in_file, (rebuild, args, code.co_filename)
+
+
+def _code_in_file(rebuild: Any, args: tuple[Any, ...], filename: str) -> types.CodeType:
+    code = rebuild(*args)
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
+
+
 class _ResultPickler(cloudpickle.Pickler):
-    """cloudpickle with tensors as raw buffers (see ``tensors``)."""
+    """cloudpickle with tensors as raw buffers (see ``tensors``), code keeping its file name."""
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = reduce_tensor(obj)
         if reduced is not NotImplemented:
             return reduced
+        if type(obj) is types.CodeType:
+            return _reduce_code(obj)
         return super().reducer_override(obj)
 
 
@@ -218,13 +245,14 @@ def is_installed_module(module: types.ModuleType) -> bool:
 
     True for builtins, frozen modules and modules without a file (nothing on disk to ship), for
     the standard library, for anything under site-packages/dist-packages, and for rpremote
-    itself (the worker runs it, even when it is an editable checkout here). ``__main__`` is never
+    itself and cloudpickle (every worker has them, even when they are an editable checkout or
+    on ``PYTHONPATH`` here: cloudpickle's own helpers by value would recurse). ``__main__`` is never
     installed: it is the user's script or notebook.
     """
     name = module.__name__
     if name == "__main__":
         return False
-    if name == "rpremote" or name.startswith("rpremote."):
+    if name.partition(".")[0] in _ON_EVERY_WORKER:
         return True
     if name in sys.builtin_module_names:
         return True

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from .. import parity, protocol
+from .. import parity, protocol, tracebacks
 from ..blobs import NO_STORE_HINT, CachedFetch, OffloadError, Shipper
 from ..capture import devices, dumps_result, loads
 from ..errors import DependencyInstallError, SignatureError, UnpicklableError, VersionMismatch
@@ -271,6 +271,10 @@ class Executor:
         text = "".join(traceback.format_exception(type(err), err, tb))
         if note:
             text = f"({note})\n{text}"
+        try:  # drawn again by the client, with the source lines this worker lacks
+            described = {"tb": tracebacks.describe(err, tb), "note": note}
+        except Exception:
+            described = {}
         kind = protocol.EXCEPTION
         if isinstance(err, SystemExit):
             kind = protocol.SYSTEM_EXIT
@@ -283,18 +287,26 @@ class Executor:
             except Exception:
                 pickled = None  # the client gets a RemoteError with type, message, traceback
         extra = {"code": _jsonable(err.code)} if isinstance(err, SystemExit) else {}
+        extra.update(described)
         return protocol.error_info(kind, type(err).__qualname__, str(err), text,
                                    type(err).__module__, pickled, **extra)
 
 
-_OWN_DIRS = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))
+_ASYNCIO_DIR = str(Path(asyncio.__file__).parent)
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
-    """The traceback from the first frame of the user's code (ours and asyncio's skipped)."""
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_DIRS):
+    """The traceback from the first frame of the user's code: rpremote's (the executor, a
+    cell's runner, which may have come by value from the client's copy) and asyncio's skipped."""
+    while tb is not None and _plumbing(tb.tb_frame):
         tb = tb.tb_next
     return tb
+
+
+def _plumbing(frame: Any) -> bool:
+    module = frame.f_globals.get("__name__") or ""
+    return (module == "rpremote" or module.startswith("rpremote.")
+            or frame.f_code.co_filename.startswith(_ASYNCIO_DIR))
 
 
 def _jsonable(value: Any) -> Any:

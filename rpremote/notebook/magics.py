@@ -15,6 +15,7 @@ back by a thread).
 from __future__ import annotations
 
 import itertools
+import linecache
 import os
 import shlex
 import sys
@@ -27,6 +28,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..api import remote
 from ..capture.cells import analyse, run_cell
 from ..errors import ConfigError
+from ..frames import user_facing
 from . import outputs
 from .widgets import install as install_views
 
@@ -76,6 +78,7 @@ class RunpodMagics(Magics):
               help="return at once; `%%runpod wait` brings the names back")
     @argument("--endpoint", default=None, help="run on this existing endpoint id")
     @cell_magic("runpod")
+    @user_facing
     def runpod_cell(self, line: str, cell: str) -> Any:
         """Run this cell remotely; see ``%%runpod?`` for the options."""
         args = parse_argstring(self.runpod_cell, line)
@@ -93,6 +96,8 @@ class RunpodMagics(Magics):
         pull = [] if args.no_pull else (_names(args.pull) or None)
         number = next(_cell_numbers)
         filename = f"<runpod-cell-{number}>"
+        # Here too, so tracebacks through functions this cell defines show its lines.
+        linecache.cache[filename] = (len(cell), None, cell.splitlines(True), filename)
         gpu = args.gpu if args.gpu is not None else self.cell_defaults["gpu"]
         timeout = args.timeout if args.timeout is not None else self.cell_defaults["timeout"]
         fn = remote(gpu=gpu, timeout=timeout, endpoint=args.endpoint,
@@ -114,6 +119,7 @@ class RunpodMagics(Magics):
         return outputs.prepare_result(self.shell, outcome.result) if outcome.has_result else None
 
     @line_magic("runpod")
+    @user_facing
     def runpod_line(self, line: str) -> Any:
         """``%runpod config|jobs|logs|cancel|wait|endpoints ...``; ``%runpod`` alone: usage."""
         words = shlex.split(line)
