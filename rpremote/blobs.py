@@ -15,7 +15,8 @@ Two kinds of store, one interface (``has``, ``put``, ``get``):
   hundreds of MB (no per-chunk Python work) and the worker side must stay stdlib-only.
 
 ``ship`` uploads what an envelope still holds (``"_raw"``) and strips it; ``store_from_env``
-is how a worker finds its store. Stdlib only (plus ``protocol``): both sides import this.
+is how a worker finds its store. Stdlib only (plus ``protocol`` and ``private``): both sides
+import this.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, Mapping
 
 from . import protocol
 from .errors import RpremoteError
+from .private import make_dirs
 
 KNOWN_RECHECK_S = 600.0  # a piece seen in the store is trusted to be there this long
 _IO_CHUNK = 8 * 1024 * 1024
@@ -70,7 +72,7 @@ class DirectoryStore:
 
     def put(self, key: str, data: Any) -> None:
         path = self._path(key)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_dirs(path.parent)  # 0700 levels, whatever this process's umask
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as f:

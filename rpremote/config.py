@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .paths import data_dir
+from .private import private_dir
 
 TARGETS = ("local", "runpod", "pod")
 SECRET_FILE = "secret"
@@ -90,7 +91,7 @@ def secret_source() -> tuple[bytes, Path | None]:
         return os.environ["RPREMOTE_SECRET"].encode(), None
     path = data_dir() / SECRET_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # 0700 (tightened if an older rpremote made it wider)
         # Write a private temp file, then link it into place: whoever links first wins and
         # nobody ever reads a half-written secret.
         tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")

@@ -17,7 +17,6 @@ and updated on each status change (one write per change, not per poll).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from . import platform as rp
 from .errors import RpremoteError
 from .paths import data_dir
+from .private import private_dir, private_sqlite
 
 if TYPE_CHECKING:
     import sqlite3
@@ -212,7 +212,10 @@ class Journal:
             return self._conn
         if not create and not self.path.exists():
             return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Private whatever the user's umask (this is their process: its umask is theirs):
+        # the directory 0700, the file 0600 before SQLite opens it, so its -wal/-shm too.
+        private_dir(self.path.parent, top=data_dir())
+        private_sqlite(self.path)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                isolation_level=None, check_same_thread=False)
         try:
@@ -221,11 +224,6 @@ class Journal:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
-            if create:
-                try:
-                    os.chmod(self.path, 0o600)
-                except OSError:
-                    pass
         except BaseException:
             conn.close()
             raise

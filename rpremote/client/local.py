@@ -24,6 +24,7 @@ import httpx
 
 from ..errors import RpremoteError
 from ..paths import data_dir
+from ..private import private_dir, private_file
 from ..resources import Resources
 
 IDLE_SHUTDOWN_S = 15 * 60
@@ -75,8 +76,8 @@ def _answers(url: str, key: str, timeout: float = 2.0) -> bool:
 
 @contextmanager
 def _start_lock(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "start.lock", "w") as f:
+    private_dir(directory, top=data_dir())  # 0700, whatever the user's umask
+    with open(private_file(directory / "start.lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -142,7 +143,7 @@ class LocalEmulator:
         log_path = directory / "server.log"
         cmd = [sys.executable, "-m", "rpremote", "serve", "--port", "0", "--state", str(directory),
                "--idle-shutdown", str(IDLE_SHUTDOWN_S)]
-        with open(log_path, "ab") as log:
+        with open(private_file(log_path), "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives this process; shared by the user's others

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 
 from .. import platform as rp
 from ..errors import DependencyInstallError
+from ..private import make_dirs, private_file, write_private
 from ..versions import Requirement, check_system_packages, parse_requirement, satisfies
 
 Log = Callable[[str], None]
@@ -128,7 +129,7 @@ def ensure_requirements(reqs: list[Requirement], log: Log) -> Path | None:
         log(f"rpremote: using cached install of {what} ({target})\n")
         return _activate(target)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_dirs(root)  # missing levels 0700; an existing (maybe shared) root is left as is
     except OSError as e:
         raise DependencyInstallError(f"cannot create the dependency cache {root}: {e}; set "
                                      f"{DEPS_DIR_ENV} (env=) to a writable directory") from None
@@ -143,7 +144,7 @@ def ensure_requirements(reqs: list[Requirement], log: Log) -> Path | None:
 @contextmanager
 def _file_lock(path: Path, log: Log, what: str) -> Iterator[None]:
     """An exclusive ``flock``, polled so that a stopped job can still be interrupted."""
-    with open(path, "a") as f:
+    with open(private_file(path), "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -190,8 +191,8 @@ def _install(wanted: list[str], target: Path, log: Log) -> None:
         if target.exists():  # left by an install that died before its marker
             shutil.rmtree(target, ignore_errors=True)
         os.rename(tmp, target)
-        (target / ".complete").write_text(json.dumps({"requirements": wanted,
-                                                      "seconds": time.monotonic() - started}))
+        write_private(target / ".complete", json.dumps({"requirements": wanted,
+                                                        "seconds": time.monotonic() - started}))
         log(f"rpremote: installed {', '.join(wanted)} in {time.monotonic() - started:.1f} s\n")
     finally:
         if os.path.isdir(tmp):
@@ -274,7 +275,7 @@ def ensure_system_packages(names: tuple[str, ...] | list[str], log: Log) -> None
             f"system_dependencies {', '.join(missing)} cannot be installed: this worker has no "
             f"apt-get (not a Debian/Ubuntu image); use rpremote's worker image")
     archives = deps_root() / "apt-archives"
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
+    make_dirs(archives / "partial")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if not any(APT_LISTS.glob("*Packages*")):  # slim images ship without package lists
         log("rpremote: apt-get update (no package lists in this image)\n")

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from ..blobs import DirectoryStore, OffloadError
+from ..private import make_dirs, private_dir
 from .engine import ApiError
 
 PIECE_MAX_BYTES_DEFAULT = 8 * 1024 ** 3
@@ -70,10 +71,9 @@ class BlobService:
     def __init__(self, root: Path, *, piece_max_bytes: int = PIECE_MAX_BYTES_DEFAULT,
                  total_max_bytes: int = TOTAL_MAX_BYTES_DEFAULT, ttl_s: float = TTL_S_DEFAULT):
         self.root = Path(root)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
-        if self.root.parent.name.startswith("rpremote-"):  # /dev/shm/rpremote-<uid>
-            os.chmod(self.root.parent, 0o700)
+        # /dev/shm/rpremote-<uid> is a name in a world-writable directory: it must be ours.
+        shared = self.root.parent.name == f"rpremote-{os.getuid()}"
+        private_dir(self.root, top=self.root.parent if shared else None)
         self.files = DirectoryStore(self.root)
         self.total_max_bytes = _memory_cap(self.root, total_max_bytes)
         self.piece_max_bytes = min(piece_max_bytes, self.total_max_bytes)
@@ -106,7 +106,7 @@ class BlobService:
             await _drain(request)
             os.utime(path)
             return JSONResponse({"b3": key, "size": size, "stored": False})
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_dirs(path.parent)
         hasher = blake3()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         got = 0

@@ -21,10 +21,12 @@ from pathlib import Path
 import uvicorn
 
 from .. import __version__
+from ..paths import data_dir
+from ..private import UMASK, NotPrivateError, private_dir, write_private
 from .app import create_app
 from .config import EmulatorTimings, EndpointSpec
 from .engine import Engine
-from .keys import resolve_api_key, write_private
+from .keys import resolve_api_key
 from .store import Store
 
 STATE_FILE = "server.json"
@@ -107,8 +109,14 @@ def serve(
                 f"refusing to listen on {host}, reachable from other machines, without a key you "
                 "chose: pass --api-key or set RPREMOTE_API_KEY"
             )
+    # State at rest is private (rpremote/private.py): what this process and the workers it
+    # starts write (the job store and SQLite's -wal/-shm, logs, caches) is 0600/0700.
+    os.umask(UMASK)
     state_dir = state_dir.expanduser().resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(state_dir, top=data_dir().expanduser().resolve())
+    except NotPrivateError as e:
+        raise ServeError(str(e)) from None
     key, key_source = resolve_api_key(api_key, state_dir)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
@@ -117,7 +125,13 @@ def serve(
     worker_base = url if is_loopback(host) else f"http://127.0.0.1:{port}"
 
     store = Store(state_dir / "emulator.sqlite3")
-    engine = Engine(store, timings, state_dir, worker_base, worker_token=secrets.token_urlsafe(24))
+    try:
+        engine = Engine(store, timings, state_dir, worker_base,
+                        worker_token=secrets.token_urlsafe(24))
+    except NotPrivateError as e:  # the offload store's directory (/dev/shm/rpremote-<uid>)
+        sock.close()
+        store.close()
+        raise ServeError(str(e)) from None
     for spec in endpoints:
         engine.put_endpoint(spec)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import platform as rp
+from ..private import private_dir, private_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -110,7 +111,8 @@ class Job:
 class Store:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_sqlite(path)  # 0600, and so its -wal/-shm (they hold every job's payloads)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from ..private import UMASK, private_dir, private_file
 from .config import EmulatorTimings, EndpointSpec
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -105,14 +106,14 @@ class Supervisor:
     def spawn(self) -> WorkerProcess:
         assert self.spec.workerCmd
         worker_id = new_worker_id()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home, top=self.state_dir)
+        private_dir(self.log_dir, top=self.state_dir)
         log_path = self.log_dir / f"{worker_id}.log"
         cmd = [
             sys.executable, "-m", "rpremote.local.reaper",
             str(self.timings.worker_term_grace_s), "--", *shlex.split(self.spec.workerCmd),
         ]
-        with open(log_path, "ab") as log:
+        with open(private_file(log_path), "ab") as log:
             proc = subprocess.Popen(
                 cmd,
                 env=self.worker_env(worker_id),
@@ -121,6 +122,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C at the emulator's terminal is the emulator's
+                umask=UMASK,  # what the worker writes (caches, its home) is private
             )
         wp = WorkerProcess(worker_id, proc, log_path)
         self.procs[worker_id] = wp
