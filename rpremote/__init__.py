@@ -11,9 +11,10 @@ from .config import configure  # noqa: E402
 from .retries import Retries  # noqa: E402
 from .progress_updates import Progress, progress  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, DependencyInstallError, JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt,
-    RemoteSystemExit, RemoteTraceback, ResultPicklingError, RpremoteError, SignatureError,
-    TargetNotAvailable, UnpicklableError, VersionMismatch, WorkerLost,
+    ConfigError, DependencyInstallError, EmulatorStopped, JobCancelled, JobExpired, JobFailed,
+    JobTimeout, OutcomeUnknown, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
+    RemoteTraceback, ResultPicklingError, RpremoteError, SignatureError, TargetNotAvailable,
+    UnpicklableError, VersionMismatch, WorkerLost,
 )
 
 
@@ -36,5 +37,5 @@ __all__ = [
     "RpremoteError", "ConfigError", "TargetNotAvailable", "UnpicklableError", "SignatureError",
     "VersionMismatch", "DependencyInstallError", "RemoteError", "RemoteTraceback", "RemoteSystemExit",
     "RemoteKeyboardInterrupt", "ResultPicklingError", "WorkerLost", "JobFailed", "JobTimeout",
-    "JobCancelled", "JobExpired", "__version__",
+    "JobCancelled", "JobExpired", "OutcomeUnknown", "EmulatorStopped", "__version__",
 ]

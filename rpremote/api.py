@@ -18,7 +18,7 @@ from typing import (
 from . import config
 from . import platform as rp
 from .capture.tensors import check_policy
-from .errors import ConfigError, UnpicklableError
+from .errors import ConfigError, EmulatorStopped, UnpicklableError
 from .frames import user_facing
 from .resources import Resources, make_resources
 from .retries import Retries, as_retries
@@ -87,15 +87,10 @@ class RemoteFunction(Generic[P, R]):
 
         Cancelling the awaiting task (or interrupting the kernel) cancels the remote job.
         """
-        import asyncio
-
         if self.is_generator:
             raise ConfigError(f"{self.fn.__name__} is a generator function: use `async for x "
                               f"in {self.fn.__name__}.astream(...)` instead of awaiting .aio(...)")
-        # Pickling and the first contact with the target (which may start the local
-        # emulator) are blocking work: done in a thread, off the loop.
-        job, request = await asyncio.to_thread(self._prepare, args, kwargs)
-        await job.asubmit(request, self.policy, sync=True)
+        job = await self._asubmit(args, kwargs, sync=True)
         return await job.aresult()
 
     @user_facing
@@ -115,8 +110,7 @@ class RemoteFunction(Generic[P, R]):
         if not self.is_generator:
             raise ConfigError(f"{self.fn.__name__} is not a generator function: "
                               f"`await {self.fn.__name__}.aio(...)` calls it")
-        job, request = await asyncio.to_thread(self._prepare, args, kwargs, False)
-        await job.asubmit(request, self.policy, sync=False)
+        job = await self._asubmit(args, kwargs, sync=False)
         try:
             async for value in job.aitems():
                 yield value
@@ -154,8 +148,31 @@ class RemoteFunction(Generic[P, R]):
                        concurrency=concurrency)
 
     def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
-        job, request = self._prepare(args, kwargs, blocking=sync)
-        return job.submit(request, self.policy, sync=sync)
+        for last in (False, True):
+            job, request = self._prepare(args, kwargs, blocking=sync)
+            try:
+                return job.submit(request, self.policy, sync=sync)
+            except EmulatorStopped as e:
+                # The local emulator stopped before the request left: nothing was sent, so
+                # it goes to the one that replaces it (``_prepare`` connects again).
+                if e.sent is not False or last:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _asubmit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
+        """``_submit`` on the event loop."""
+        import asyncio
+
+        for last in (False, True):
+            # Pickling and the first contact with the target (which may start the local
+            # emulator) are blocking work: done in a thread, off the loop.
+            job, request = await asyncio.to_thread(self._prepare, args, kwargs, sync)
+            try:
+                return await job.asubmit(request, self.policy, sync=sync)
+            except EmulatorStopped as e:
+                if e.sent is not False or last:
+                    raise
+        raise AssertionError("unreachable")
 
     def _prepare(self, args: tuple, kwargs: dict,
                  blocking: bool = True) -> tuple["Job", dict[str, Any]]:

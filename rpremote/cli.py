@@ -30,6 +30,10 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-shutdown", type=float, default=None, metavar="SECONDS",
                    help="exit after this long without client requests or jobs "
                         "(the server rpremote starts on its own uses this)")
+    p.add_argument("--no-resume-queue", action="store_true",
+                   help="fail, instead of running, the jobs a previous server left queued in "
+                        "--state (the server rpremote starts on its own: their callers were "
+                        "told that their outcome is unknown)")
     t = p.add_argument_group("timings (mostly for tests)")
     t.add_argument("--take-hold", type=float, default=20.0, help="job-take long-poll, s")
     t.add_argument("--stop-hold", type=float, default=20.0, help="job-stop long-poll, s")
@@ -131,7 +135,7 @@ def serve_main(argv: list[str]) -> int:
             host=args.host or "127.0.0.1", port=args.port,
             state_dir=args.state or data_dir() / "emulator", api_key=args.api_key,
             endpoints=specs, timings=timings, explicit_host=args.host is not None,
-            idle_shutdown_s=args.idle_shutdown,
+            idle_shutdown_s=args.idle_shutdown, resume_queue=not args.no_resume_queue,
         )
     except ServeError as err:
         print(f"rpremote serve: {err}", file=sys.stderr)

@@ -119,3 +119,26 @@ class JobCancelled(JobFailed):
 
 class JobExpired(JobFailed):
     """The platform no longer has the job: its ``ttl`` ran out, or its result outlived retention."""
+
+
+class OutcomeUnknown(JobFailed):
+    """The server that held the job stopped (the local emulator was killed, ran out of memory,
+    ...) before it said how the job ended: whether the function ran, and what it returned,
+    cannot be known. It is not sent again by itself, since it may have run."""
+
+
+class EmulatorStopped(RpremoteError):
+    """The local emulator's process is gone, so a request to it cannot be answered.
+
+    ``sent`` is False when the request never reached it (sending it elsewhere is safe), None
+    when it may have been received before the emulator stopped.
+    """
+
+    def __init__(self, where: str, sent: bool | None):
+        self.where = where
+        self.sent = sent
+        super().__init__(
+            f"{where} has stopped; "
+            + ("nothing was sent to it" if sent is False
+               else "the request may have reached it before it stopped")
+            + " (the next call starts a new emulator)")

@@ -10,6 +10,10 @@ job is being submitted the interrupt is held until its id is known (``interrupts
 ``Retries`` policy, ``result()`` submits the same signed request again after a lost worker or
 a named exception; ``attempts`` lists the ids that failed.
 
+A job on a local emulator that stops (killed, out of memory) ends ``UNKNOWN`` as soon as a
+request finds the emulator's process gone: ``OutcomeUnknown`` says so, the journal records it,
+and it is never sent again (it may have run) nor followed on the emulator that replaces it.
+
 A ``Job`` is followed lazily, by whoever asks for its events, logs or result; every event is
 kept, so ``events()`` can be iterated again from the start. One thread at a time.
 """
@@ -26,8 +30,9 @@ from . import platform as rp
 from . import displays, protocol, tracebacks
 from .capture import devices, loads
 from .errors import (
-    JobCancelled, JobExpired, JobFailed, JobTimeout, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
-    RemoteTraceback, ResultPicklingError, SignatureError, VersionMismatch, WorkerLost,
+    EmulatorStopped, JobCancelled, JobExpired, JobFailed, JobTimeout, OutcomeUnknown, RemoteError,
+    RemoteKeyboardInterrupt, RemoteSystemExit, RemoteTraceback, ResultPicklingError, SignatureError,
+    VersionMismatch, WorkerLost,
 )
 from .client.drive import adrive, drive, sleep
 from .frames import user_facing
@@ -39,6 +44,7 @@ from .retries import Retries
 FIRST_WAIT_MS = 1_000
 RETRYING = "RETRYING"  # between a failed attempt and the next (not a platform state)
 EXPIRED = "EXPIRED"  # the platform deleted the job (ttl); /status answers 404
+UNKNOWN = "UNKNOWN"  # the emulator holding the job stopped before telling its outcome
 EMPTY_STREAM_BACKOFF_S = 0.25
 STATUS_FRESH_S = 0.5  # `job.status` asks the platform again when its news is older than this
 SHORT_WAIT_S = 5.0  # below this much time left, poll /status instead of holding a /stream
@@ -130,10 +136,18 @@ class Job:
         if policy:
             body["policy"] = policy
         self.submitted_at = time.monotonic()
-        if sync:
-            st = yield ("runsync", self.endpoint, body, FIRST_WAIT_MS)
-        else:
-            st = yield ("run", self.endpoint, body)
+        try:
+            if sync:
+                st = yield ("runsync", self.endpoint, body, FIRST_WAIT_MS)
+            else:
+                st = yield ("run", self.endpoint, body)
+        except EmulatorStopped as e:
+            if e.sent is False:
+                raise  # nothing left: the caller may send it to the emulator that replaces it
+            raise OutcomeUnknown(
+                f"{e.where} stopped while {self.name} was being submitted: whether its job was "
+                "queued, and ran, is unknown (the next call starts a new emulator)",
+                None, UNKNOWN) from None
         self.id = st["id"]
         self._absorb(st)
 
@@ -371,6 +385,8 @@ class Job:
             if e.http_status != 404:
                 raise
             self._gone()
+        except EmulatorStopped as e:
+            self._lost(e)
         with self._lock:
             for chunk in s.get("stream") or ():
                 self._batch(chunk.get("output"))
@@ -389,6 +405,20 @@ class Job:
             if e.http_status != 404:
                 raise
             self._gone()
+        except EmulatorStopped as e:
+            self._lost(e)
+
+    def _lost(self, stopped: EmulatorStopped) -> None:
+        """The emulator holding the job stopped: it may have run, or not; no one can say."""
+        with self._lock:
+            message = (f"{stopped.where} stopped while job {self.id} ({self.name}) was "
+                       f"{self._status or rp.IN_QUEUE}: its outcome is unknown (the next call "
+                       "starts a new emulator)")
+            if self._final is None:  # (not ended meanwhile by another thread's cancel)
+                self._status = UNKNOWN
+                self._final = {"status": UNKNOWN, "error": message}
+                self.reporter.finished(self, UNKNOWN)
+        raise OutcomeUnknown(message, self.id, UNKNOWN) from None
 
     def _gone(self) -> None:
         """The platform forgot the job (404): its ttl ran out, or it ended long ago."""
@@ -500,6 +530,9 @@ class Job:
             raise JobCancelled(f"{where} was cancelled", self.id, self._status)
         if self._status == EXPIRED:
             raise JobExpired(f"{where} no longer exists (its ttl ran out)", self.id, self._status)
+        if self._status == UNKNOWN:
+            raise OutcomeUnknown(st.get("error") or f"the outcome of {where} is unknown",
+                                 self.id, self._status)
         error = st.get("error") or "no error message"
         lost = _worker_lost(error)
         if lost:

@@ -20,6 +20,7 @@ from . import platform as rp
 from .errors import RpremoteError
 
 EXPIRED = "EXPIRED"  # the platform no longer knows the job (job.EXPIRED; not imported: light CLI)
+UNKNOWN = "UNKNOWN"  # its emulator stopped before telling the outcome (job.UNKNOWN)
 SHORT_ID = 13  # "sync-1a2b3c4d" / "1a2b3c4d-5e6f": enough to tell jobs apart, and a valid prefix
 
 
@@ -92,9 +93,10 @@ REFRESH_AT_LEAST = 200  # the newest jobs whose state `jobs` brings up to date
 def _refresh_unended(limit: int) -> int:
     """Ask the platform about the newest jobs the journal has not seen end, and write down
     what it says (a job it no longer knows is EXPIRED). Returns how many could not be asked
-    because the local emulator they ran on is not running."""
+    because the local emulator they ran on is not running. An UNKNOWN job has ended too:
+    the emulator it was on stopped before saying how it went."""
     unended = [e for e in journal.recent(limit=limit)
-               if e.status not in rp.TERMINAL_STATES and e.status != EXPIRED
+               if e.status not in rp.TERMINAL_STATES and e.status not in (EXPIRED, UNKNOWN)
                and e.target in (None, "local")]
     if not unended:
         return 0
@@ -228,7 +230,7 @@ def _note(entry: journal.Entry, st: dict[str, Any]) -> None:
     """Bring the journal up to date with what the platform said (a spawned job nobody
     followed still reads IN_QUEUE there). A status the journal already ended with stays."""
     status = st.get("status")
-    if not status or entry.status in rp.TERMINAL_STATES:
+    if not status or entry.status in rp.TERMINAL_STATES or entry.status == UNKNOWN:
         return
     values: dict[str, Any] = {"status": status}
     if st.get("workerId"):

@@ -154,7 +154,8 @@ class TerminalReporter:
         if was_shown and not self.quiet:
             took = time.monotonic() - job.submitted_at
             word = {"COMPLETED": "done", "FAILED": "failed", "CANCELLED": "cancelled",
-                    "TIMED_OUT": "timed out"}.get(status, status.lower())
+                    "TIMED_OUT": "timed out", "UNKNOWN": "outcome unknown"}.get(
+                        status, status.lower())
             self._write("stderr", f"rpremote: {job.name}: {word} in {took:.1f} s\n")
 
     # -- maps --------------------------------------------------------------------------------

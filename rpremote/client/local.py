@@ -4,7 +4,9 @@ One emulator serves every process of the user. It is found through the state fil
 ``rpremote serve`` writes (``<data dir>/emulator/server.json``: URL, pid, key file); one that
 is gone or not answering is replaced. A server started here listens on a free loopback port
 and exits on its own after ``IDLE_SHUTDOWN_S`` without requests or jobs. A file lock makes
-concurrent first calls start one server, not several.
+concurrent first calls start one server, not several. An emulator can also stop under a
+process that uses it (killed, out of memory, its idle shutdown): ``alive`` tells, from its pid,
+and the target then connects again as on first use (``targets.current``).
 """
 
 from __future__ import annotations
@@ -40,13 +42,27 @@ def state_dir() -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (microseconds, no request). A killed process whose parent
+    has not reaped it yet (a zombie: the emulator is a child of the process that started it)
+    still answers ``kill(pid, 0)``, so on Linux its state is read too."""
+    if pid <= 0:  # kill(0, 0) would ask about our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # no /proc (macOS), or it just went
+        return False
+    return stat[stat.rfind(b")") + 2:].startswith(b"Z")
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
@@ -88,12 +104,23 @@ def _start_lock(directory: Path) -> Iterator[None]:
 class LocalEmulator:
     """Where the emulator is (``url``, ``key``), and the endpoints this process ensured."""
 
-    def __init__(self, url: str, key: str, pid: int, started_here: bool):
+    def __init__(self, url: str, key: str, pid: int, started_here: bool,
+                 proc: subprocess.Popen | None = None):
         self.url = url
         self.key = key
         self.pid = pid
         self.started_here = started_here
+        self._proc = proc  # when started here: polled, so a killed emulator is reaped
         self._ensured: dict[str, dict[str, Any]] = {}
+
+    def alive(self) -> bool:
+        """Whether the emulator's process is still there (microseconds: no request is made).
+
+        A process that is gone never comes back: once this is False, this emulator is done
+        with, and ``connect`` finds or starts another."""
+        if self._proc is not None and self._proc.poll() is not None:
+            return False
+        return _pid_alive(self.pid)
 
     @classmethod
     def connect(cls, directory: Path | None = None) -> "LocalEmulator":
@@ -142,7 +169,8 @@ class LocalEmulator:
             )
         log_path = directory / "server.log"
         cmd = [sys.executable, "-m", "rpremote", "serve", "--port", "0", "--state", str(directory),
-               "--idle-shutdown", str(IDLE_SHUTDOWN_S)]
+               "--idle-shutdown", str(IDLE_SHUTDOWN_S),
+               "--no-resume-queue"]  # its callers gave the jobs left there up as unknown
         with open(private_file(log_path), "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -159,7 +187,7 @@ class LocalEmulator:
             if info and info.get("pid") == proc.pid:
                 key = _key_for(info)
                 if key and _answers(info["url"], key):
-                    return cls(info["url"], key, proc.pid, started_here=True)
+                    return cls(info["url"], key, proc.pid, started_here=True, proc=proc)
             time.sleep(0.05)
         raise EmulatorUnavailable(
             f"the local emulator did not answer within {START_TIMEOUT_S} s; log: {log_path}"

@@ -9,18 +9,23 @@ never reached the server (connection refused, connect timeout) and one the serve
 (429, 503) are retried whatever they are; a request that may have been received (connection
 reset mid-way, 500/502/504) is retried only when repeating it is harmless (status, stream,
 cancel, health; not run/runsync).
+
+A client may be told how to see that its server's process is gone (``alive``: the local
+emulator's pid, microseconds to ask). It asks before each attempt and after each failure, so
+a request to an emulator that was killed fails at once with ``EmulatorStopped`` (saying
+whether the request may have reached it) instead of going through the retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
 from .. import platform as rp
-from ..errors import ConfigError, JobFailed, RpremoteError
+from ..errors import ConfigError, EmulatorStopped, JobFailed, RpremoteError
 from .drive import Steps, adrive, drive, sleep
 
 
@@ -52,6 +57,11 @@ class _QueueApi:
 
     base_url: str
     where: str
+    alive: Callable[[], bool] | None = None  # False once the server's process is gone
+
+    def _check_alive(self, sent: bool | None) -> None:
+        if self.alive is not None and not self.alive():
+            raise EmulatorStopped(self.where, sent)
 
     def _settings(self, api_key: str) -> dict[str, Any]:
         return dict(base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"},
@@ -62,14 +72,17 @@ class _QueueApi:
         """Send (yield ``("send", method, path, options)``) with retries; the decoded body."""
         options = dict(kw, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
         for delay in (*RETRY_DELAYS_S, None):
+            self._check_alive(sent=False)
             try:
                 r = yield ("send", method, path, options)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # never reached the server
+                self._check_alive(sent=False)
                 if delay is None:
                     raise RpremoteError(f"cannot reach {self.where} at {self.base_url}: {e}") from e
                 yield sleep(delay)
                 continue
             except httpx.TransportError as e:
+                self._check_alive(sent=None)  # it may have been received before the server died
                 if not idempotent or delay is None:
                     raise RpremoteError(
                         f"{method} {path} to {self.where} broke off ({type(e).__name__}: {e})"
@@ -104,9 +117,11 @@ class QueueClient(_QueueApi):
     """Blocking client; ``call("status", endpoint, job_id)`` or the named methods."""
 
     def __init__(self, base_url: str, api_key: str, *, where: str = "the endpoint server",
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None,
+                 alive: Callable[[], bool] | None = None):
         self.base_url = base_url.rstrip("/")
         self.where = where
+        self.alive = alive
         self.http = httpx.Client(**self._settings(api_key), transport=transport)
         self._api_key = api_key
         self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -120,7 +135,7 @@ class QueueClient(_QueueApi):
         client = self._async.get(loop)
         if client is None:
             client = self._async[loop] = AsyncQueueClient(self.base_url, self._api_key,
-                                                          where=self.where)
+                                                          where=self.where, alive=self.alive)
         return client
 
     def call(self, op: str, *args: Any) -> Any:
@@ -157,9 +172,11 @@ class AsyncQueueClient(_QueueApi):
     """
 
     def __init__(self, base_url: str, api_key: str, *, where: str = "the endpoint server",
-                 transport: httpx.AsyncBaseTransport | None = None):
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 alive: Callable[[], bool] | None = None):
         self.base_url = base_url.rstrip("/")
         self.where = where
+        self.alive = alive
         self.http = httpx.AsyncClient(**self._settings(api_key), transport=transport)
 
     async def aclose(self) -> None:

@@ -2,6 +2,13 @@
 
 A target gives a queue client and turns a resource spec into an endpoint id. Asking for the
 cloud never falls back to local: a target that cannot be used raises and says why.
+
+The local target is kept while its emulator lives. When the emulator's process is gone
+(killed, out of memory, its idle shutdown), the next ``current()`` connects again, as on first
+use: a new emulator (new URL, key, pid, offload store; endpoints are ensured on it again).
+The stopped one's queue client is left open for the threads still holding its jobs: their
+next request fails at once with ``EmulatorStopped`` (``Job`` says the outcome is unknown),
+since a job there is never silently followed, or sent again, on another emulator.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ class LocalTarget:
     def __init__(self) -> None:
         self.emulator = LocalEmulator.connect()
         self.queue = QueueClient(self.emulator.url, self.emulator.key,
-                                 where=f"the local emulator (pid {self.emulator.pid})")
+                                 where=f"the local emulator (pid {self.emulator.pid})",
+                                 alive=self.emulator.alive)
         self.blobs = Shipper(self._blob_store())
         self._announced: set[str] = set()
 
@@ -64,6 +72,10 @@ class LocalTarget:
         """Whether the workers can read what this client pickles: here they run this very
         interpreter, so always. (A RunPod target checks its image: ``parity.check_image``.)"""
 
+    def alive(self) -> bool:
+        """False once the emulator's process is gone (a pid check: microseconds)."""
+        return self.emulator.alive()
+
     def close(self) -> None:
         self.queue.close()
 
@@ -77,16 +89,22 @@ def current() -> LocalTarget:
     global _current
     name = config.target_name()
     with _lock:
+        stopped = None
         if _current and _current[0] == name:
-            return _current[1]  # type: ignore[return-value]
+            if _current[1].alive():  # type: ignore[attr-defined]
+                return _current[1]  # type: ignore[return-value]
+            stopped = _current[1]  # its emulator is gone: connect again, as on first use
         if name in ("runpod", "pod"):
             raise TargetNotAvailable(
                 f"target {name!r} is not available yet in rpremote {_version()}: it needs the "
                 "RunPod provisioning work that has not landed. Nothing was sent. Use the "
                 "default local target (unset RPREMOTE_TARGET / configure(target='local'))."
             )
+        if stopped is not None and not config.settings().quiet:
+            print(f"rpremote: {stopped.queue.where} has stopped; switching to a new one",
+                  file=sys.stderr)
         target = LocalTarget()
-        if _current:
+        if _current and _current[1] is not stopped:
             _current[1].close()  # type: ignore[attr-defined]
         _current = (name, target)
         return target

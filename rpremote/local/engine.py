@@ -119,8 +119,10 @@ class Engine:
         state_dir: Path,
         base_url: str,
         worker_token: str,
+        resume_queue: bool = True,
     ):
         self.store = store
+        self.resume_queue = resume_queue
         self.timings = timings
         self.state_dir = state_dir
         self.base_url = base_url
@@ -180,12 +182,19 @@ class Engine:
         self.blobs.close()
 
     def _recover_after_restart(self) -> None:
-        """Jobs that were running when the emulator stopped lost their workers with it."""
+        """Jobs that were running when the emulator stopped lost their workers with it. Jobs
+        left queued run now, unless ``resume_queue`` is off (the emulator rpremote starts on
+        its own: its callers were told that the outcome of a job left there is unknown, and
+        may send it again; running it behind them would run it twice)."""
         for job in self.store.in_progress():
             self._finish(
                 job, rp.FAILED,
                 error=lost_worker_error(job.worker_id or "?", "the emulator restarted while it ran"),
             )
+        if not self.resume_queue:
+            for job in self.store.queued():
+                self._finish(job, rp.FAILED, error="the emulator stopped while this job was "
+                             "queued; it was not run (a new emulator does not resume its queue)")
 
     # -- endpoints ----------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 A `runpod` worker forks a heartbeat process. If the worker is SIGKILLed, that child goes on
 pinging with the dead worker's job list; if the emulator dies, the workers go on polling.
 This wrapper puts the worker in its own process group, asks the kernel for a signal when the
-emulator (its parent) dies, and kills the whole group when the worker exits or when it is
-told to stop. Usage: ``python -m rpremote.local.reaper GRACE_S -- CMD ARGS...``.
+emulator (its parent) dies (Linux; elsewhere it sees within a second that it was adopted),
+and kills the whole group when the worker exits or when it is told to stop.
+Usage: ``python -m rpremote.local.reaper GRACE_S -- CMD ARGS...``.
 It imports only the standard library, to start fast.
 """
 
@@ -38,6 +39,7 @@ def _kill_group(pgid: int, sig: int) -> None:
 def main(argv: list[str]) -> int:
     grace = float(argv[0])
     cmd = argv[argv.index("--") + 1 :]
+    parent = os.getppid()
     _die_with_parent()
     if os.getppid() == 1:  # the emulator died before prctl took effect
         return 1
@@ -60,8 +62,14 @@ def main(argv: list[str]) -> int:
 
         threading.Thread(target=escalate, daemon=True).start()
 
+    def watch_parent():  # where there is no PR_SET_PDEATHSIG: an orphan is adopted
+        while not stopping.wait(1.0):
+            if os.getppid() != parent:
+                stop(signal.SIGTERM, None)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    threading.Thread(target=watch_parent, daemon=True).start()
     code = child.wait()
     _kill_group(child.pid, signal.SIGKILL)  # the heartbeat process and anything else left
     if code < 0:  # report death by signal the way a shell does, so the supervisor can tell

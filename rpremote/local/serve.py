@@ -100,6 +100,7 @@ def serve(
     explicit_host: bool = False,
     idle_shutdown_s: float | None = None,
     out=sys.stdout,
+    resume_queue: bool = True,
 ) -> int:
     if not is_loopback(host):
         if not explicit_host:
@@ -127,7 +128,7 @@ def serve(
     store = Store(state_dir / "emulator.sqlite3")
     try:
         engine = Engine(store, timings, state_dir, worker_base,
-                        worker_token=secrets.token_urlsafe(24))
+                        worker_token=secrets.token_urlsafe(24), resume_queue=resume_queue)
     except NotPrivateError as e:  # the offload store's directory (/dev/shm/rpremote-<uid>)
         sock.close()
         store.close()

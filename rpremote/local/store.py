@@ -191,6 +191,11 @@ class Store:
             "SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", (rp.IN_QUEUE, rp.IN_PROGRESS)
         ).fetchone()[0]
 
+    def queued(self) -> list[Job]:
+        """Every job waiting in a queue, on any endpoint, oldest first."""
+        return [Job(*r) for r in self.db.execute(
+            f"SELECT {','.join(JOB_COLUMNS)} FROM jobs WHERE status=? ORDER BY seq", (rp.IN_QUEUE,))]
+
     def in_progress(self, worker_id: str | None = None) -> list[Job]:
         sql = f"SELECT {','.join(JOB_COLUMNS)} FROM jobs WHERE status=?"
         args: tuple = (rp.IN_PROGRESS,)

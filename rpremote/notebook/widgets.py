@@ -65,6 +65,7 @@ _END_WORDS = {
     rp.COMPLETED: ("done", "done"), rp.FAILED: ("failed", "failed"),
     rp.CANCELLED: ("cancelled", "cancelled"), rp.TIMED_OUT: ("timed-out", "timed out"),
     "EXPIRED": ("expired", "expired"), "STOPPED": ("stopped", "stopped"),
+    "UNKNOWN": ("unknown", "outcome unknown"),  # its emulator stopped under it
 }
 
 
