@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
@@ -16,10 +17,17 @@ JOB_COMMANDS = ("jobs", "logs", "cancel")  # the job journal's commands (jobs_cl
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rpremote serve",
-        description="Run the local RunPod Serverless endpoint emulator. It hosts any `runpod` "
-        "worker: give each endpoint with --endpoint NAME followed by its own options "
-        "(--worker-cmd, --workers-min, ...). --endpoint may be repeated.",
+        usage="rpremote serve [server options] [--endpoint NAME [endpoint options]] ...",
+        description=textwrap.fill(
+            "Run the local RunPod Serverless endpoint emulator. It hosts any `runpod` worker: "
+            "give each endpoint with --endpoint NAME followed by its own options (--worker-cmd, "
+            "--workers-min, ...: the endpoint options below). --endpoint may be repeated. "
+            "Server options may come anywhere: before, between or after the endpoints. (An "
+            "option of both kinds would belong to the endpoint it follows.)", 78),
+        epilog=_endpoint_options_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p._optionals.title = "server options"
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--api-key", default=None,
@@ -59,7 +67,8 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _endpoint_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rpremote serve ... --endpoint NAME", add_help=False)
+    p = argparse.ArgumentParser(prog="rpremote serve ... --endpoint NAME", add_help=False,
+                                usage="--endpoint NAME [endpoint options]")
     p.add_argument("name")
     p.add_argument("--worker-cmd", default=None,
                    help='command that starts one worker, e.g. "python handler.py"')
@@ -77,19 +86,52 @@ def _endpoint_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _endpoint_options_help() -> str:
+    parser = _endpoint_parser()
+    formatter = parser._get_formatter()
+    formatter.start_section("endpoint options (after --endpoint NAME, for that endpoint)")
+    formatter.add_arguments([a for a in parser._actions if a.option_strings])
+    formatter.end_section()
+    return formatter.format_help()
+
+
+def _takes_value(parser: argparse.ArgumentParser) -> dict[str, bool]:
+    """Each option string of ``parser``, and whether a value follows it."""
+    return {opt: action.nargs != 0 for action in parser._actions for opt in action.option_strings}
+
+
 def _split_endpoints(argv: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Global options come first; each --endpoint starts a group of its own options."""
+    """The server's arguments, and one group per ``--endpoint`` (its NAME, then its options).
+
+    A server option goes to the server wherever it stands, with its value (``--state DIR`` or
+    ``--state=DIR``); every other argument goes to the endpoint group it follows, so an unknown
+    option is refused by the parser of where it stands, naming itself. An option of both kinds
+    (none today) belongs to the endpoint it follows. An option's value stays with it, whatever
+    it looks like. An endpoint option before any ``--endpoint`` is an error that says so.
+    """
+    server = _takes_value(_serve_parser())
+    endpoint = _takes_value(_endpoint_parser())
     groups: list[list[str]] = []
     head: list[str] = []
-    for arg in argv:
-        if arg == "--endpoint":
-            groups.append([])
-        elif arg.startswith("--endpoint="):
-            groups.append([arg.split("=", 1)[1]])
-        elif groups:
-            groups[-1].append(arg)
+    args = iter(argv)
+    for arg in args:
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        if name == "--endpoint":
+            groups.append([] if arg == name else [arg.split("=", 1)[1]])
+            continue
+        if groups and name in endpoint:
+            into, takes = groups[-1], endpoint[name]
+        elif name in server:
+            into, takes = head, server[name]
+        elif not groups and name in endpoint:
+            _serve_parser().error(f"{name} is an endpoint option: give it after --endpoint NAME")
         else:
-            head.append(arg)
+            into, takes = (groups[-1] if groups else head), False
+        into.append(arg)
+        if takes and arg == name:  # the value is the next argument, whatever it looks like
+            value = next(args, None)
+            if value is not None:
+                into.append(value)
     return head, groups
 
 

@@ -102,3 +102,101 @@ def test_idle_shutdown_waits_for_jobs_then_exits_and_clears_its_state_file(emula
     wait_for(lambda: emu.proc.poll() is not None, timeout=20, what="idle self-shutdown")
     assert emu.proc.returncode == 0
     assert not (emu.state / "server.json").exists()
+
+
+# -- server options anywhere (issue 13, point 5) ----------------------------------------------
+
+
+def test_server_options_are_taken_before_between_and_after_endpoint_groups():
+    from rpremote.cli import _split_endpoints
+
+    head, groups = _split_endpoints([
+        "--port", "0",
+        "--endpoint", "e", "--worker-cmd", "python h.py", "--state", "/tmp/s", "--env", "A=1",
+        "--endpoint=f", "--api-key=k", "--gpu", "X", "--no-resume-queue",
+        "--idle-timeout", "5", "--take-hold", "2",
+    ])
+    assert head == ["--port", "0", "--state", "/tmp/s", "--api-key=k", "--no-resume-queue",
+                    "--take-hold", "2"]
+    assert groups == [["e", "--worker-cmd", "python h.py", "--env", "A=1"],
+                      ["f", "--gpu", "X", "--idle-timeout", "5"]]
+    # A value stays with its option, whatever it looks like; --endpoint needs its NAME.
+    assert _split_endpoints(["--endpoint", "e", "--cwd", "--state"]) == (
+        [], [["e", "--cwd", "--state"]])
+    assert _split_endpoints(["--endpoint", "--state", "d"]) == (["--state", "d"], [[]])
+
+
+def test_server_and_endpoint_options_do_not_overlap_and_an_overlap_would_go_to_the_endpoint(
+        monkeypatch):
+    from rpremote import cli
+
+    server = set(cli._takes_value(cli._serve_parser()))
+    endpoint = set(cli._takes_value(cli._endpoint_parser()))
+    assert not server & endpoint
+    original = cli._endpoint_parser
+
+    def with_host():
+        p = original()
+        p.add_argument("--host")
+        return p
+
+    monkeypatch.setattr(cli, "_endpoint_parser", with_host)
+    assert cli._split_endpoints(["--host", "a", "--endpoint", "e", "--host", "b"]) == (
+        ["--host", "a"], [["e", "--host", "b"]])
+
+
+def test_misplaced_and_unknown_options_name_themselves(tmp_path):
+    r = serve("--workers-max", "3", "--endpoint", "e", "--state", str(tmp_path))
+    assert r.returncode == 2
+    assert "--workers-max is an endpoint option: give it after --endpoint NAME" in r.stderr
+    r = serve("--endpoint", "e", "--state", str(tmp_path), "--bogus", "1")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus 1" in r.stderr
+    r = serve("--bogus", "--endpoint", "e")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
+    r = serve("--endpoint", "--state", str(tmp_path))
+    assert r.returncode == 2 and "--endpoint needs a NAME" in r.stderr
+    r = serve("--help")
+    assert "before, between or after the endpoints" in " ".join(r.stdout.split())
+    assert "--worker-cmd" in r.stdout.split("endpoint options")[-1]
+
+
+def test_serve_with_server_options_after_an_endpoint_answers(tmp_path):
+    import json
+    import signal
+
+    import httpx
+
+    from conftest import FAST, handler_cmd, wait_for
+
+    state = tmp_path / "after"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rpremote", "serve",
+             "--endpoint", "e", "--worker-cmd", handler_cmd("docs_handlers.py"),
+             "--workers-max", "1",
+             "--state", str(state), "--port", "0", *FAST,
+             "--endpoint", "f", "--workers-max", "0", "--api-key=chosen-key"],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        server_json = state / "server.json"
+        wait_for(lambda: server_json.exists() or proc.poll() is not None, timeout=30,
+                 what="the server to start")
+        assert proc.poll() is None, log.read_text()
+        url = json.loads(server_json.read_text())["url"]
+        with httpx.Client(base_url=url, headers={"Authorization": "Bearer chosen-key"},
+                          timeout=30) as c:
+            wait_for(lambda: c.get("/rpremote/v1/info").status_code == 200, timeout=30,
+                     what="the server to answer")
+            assert c.get("/v2/e/health").status_code == 200
+            assert c.get("/v2/f/health").status_code == 200
+            job = c.post("/v2/e/runsync", json={"input": {"mode": "echo", "x": 1}},
+                         params={"wait": 60000}).json()
+            assert job["status"] == "COMPLETED" and job["output"]["echo"]["x"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
