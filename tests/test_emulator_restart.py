@@ -255,7 +255,8 @@ def test_a_map_in_flight_fails_at_once_and_its_jobs_are_recorded_unknown(home):
     for e in queued:
         st = queue.status(e.endpoint, e.id)
         assert st["status"] == "FAILED" and "it was not run" in st["error"]
-    print(f"\nmap failed {ended_at[0] - killed_at:.3f} s after the kill; orphans lived {lived:.2f} s")
+    print(f"\nmap failed {ended_at[0] - killed_at:.3f} s after the kill; "
+          f"orphans lived {lived:.2f} s")
 
 
 def test_a_call_not_yet_sent_when_the_emulator_died_goes_to_the_new_one(home, monkeypatch):
