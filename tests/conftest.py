@@ -129,6 +129,22 @@ def wait_status(client: httpx.Client, ep: str, job_id: str, states, timeout: flo
         raise AssertionError(f"{e}; last status: {last}") from None
 
 
+def gone(pid: int, reap: bool = True) -> bool:
+    """No such process, or a zombie: dead, not yet reaped (an emulator this process started
+    is its child, and ``kill(pid, 0)`` still finds it until it is reaped, here if ``reap``)."""
+    try:
+        if reap:
+            os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: whoever adopted it reaps it
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:].startswith(b"Z")
+
+
 def stop_pid(pid: int, timeout: float = 20) -> None:
     """Stop a server we started, by its PID: SIGTERM, then SIGKILL after ``timeout``."""
     try:
@@ -137,15 +153,14 @@ def stop_pid(pid: int, timeout: float = 20) -> None:
         return
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if gone(pid):
             return
         time.sleep(0.05)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    gone(pid)  # reaped, when it was ours
 
 
 def stop_autostarted(home: Path) -> None:
@@ -153,6 +168,25 @@ def stop_autostarted(home: Path) -> None:
     state = home / "emulator" / "server.json"
     if state.exists():
         stop_pid(json.loads(state.read_text())["pid"])
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    """An RPREMOTE_HOME of this test's own, not made yet (rpremote makes it); the emulator
+    rpremote starts under it is stopped by its PID at the end."""
+    from rpremote import config
+    from rpremote.client import targets
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("RPREMOTE_HOME", str(home))
+    targets.forget()
+    config.reset()
+    try:
+        yield home
+    finally:
+        targets.forget()
+        config.reset()
+        stop_autostarted(home)
 
 
 @pytest.fixture(scope="session")

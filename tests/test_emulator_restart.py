@@ -20,7 +20,7 @@ from rpremote import config, journal, remote
 from rpremote.client import targets
 from rpremote.errors import EmulatorStopped, OutcomeUnknown
 
-from conftest import wait_for
+from conftest import gone, stop_pid, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc to follow the emulator's worker processes")
@@ -41,55 +41,19 @@ def nap(seconds):
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh RPREMOTE_HOME; every emulator started under it is stopped by its pid."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("RPREMOTE_HOME", str(path))
-    targets.forget()
-    config.reset()
+def home(fresh_home):
+    """A fresh RPREMOTE_HOME, and the pid of its emulator now; every emulator started under
+    it is stopped by its pid at the end."""
     seen: set[int] = set()
 
     def emulator_pid() -> int:
-        pid = json.loads((path / "emulator" / "server.json").read_text())["pid"]
+        pid = json.loads((fresh_home / "emulator" / "server.json").read_text())["pid"]
         seen.add(pid)
         return pid
 
-    yield path, emulator_pid
-    targets.forget()
-    config.reset()
-    try:
-        emulator_pid()
-    except OSError:
-        pass
+    yield fresh_home, emulator_pid
     for pid in seen:
-        _stop(pid)
-
-
-def _stop(pid: int) -> None:
-    """SIGTERM an emulator by its pid; SIGKILL if it lingers; reap it if it is our child (an
-    unreaped zombie would still answer kill(pid, 0))."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        wait_for(lambda: _gone(pid), timeout=20, interval=0.05, what=f"emulator {pid} to stop")
-    except AssertionError:
-        os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _gone(pid: int) -> bool:
-    """No such process, or a zombie (dead, not yet reaped by whoever adopted it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(b")") + 2:].startswith(b"Z")
+        stop_pid(pid)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -119,8 +83,8 @@ def _kill(pid: int) -> tuple[float, set[int]]:
 
 
 def _all_gone(pids: set[int], since: float) -> float:
-    wait_for(lambda: all(_gone(p) for p in pids), timeout=BOUND_S, interval=0.05,
-             what=f"the dead emulator's workers {sorted(p for p in pids if not _gone(p))} to exit")
+    wait_for(lambda: all(gone(p) for p in pids), timeout=BOUND_S, interval=0.05,
+             what=f"the dead emulator's workers {sorted(p for p in pids if not gone(p))} to exit")
     return time.monotonic() - since
 
 
@@ -135,7 +99,7 @@ def test_an_emulator_killed_between_two_calls_is_replaced_on_the_next(home, caps
     killed_at, orphans = _kill(first)
     assert orphans, "the emulator had started a worker"
     lived = _all_gone(orphans, killed_at)
-    assert _gone(first)
+    assert gone(first)
 
     t0 = time.monotonic()
     value, worker_parent = where(2)
@@ -308,7 +272,7 @@ def test_a_stopped_emulator_is_seen_from_its_pid_even_as_an_unreaped_zombie(tmp_
     try:
         assert _pid_alive(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
-        wait_for(lambda: _gone(proc.pid), timeout=5, what="the zombie")
+        wait_for(lambda: gone(proc.pid, reap=False), timeout=5, what="the zombie")
         assert Path(f"/proc/{proc.pid}").exists()  # not reaped yet
         assert not _pid_alive(proc.pid)
         assert not LocalEmulator("http://127.0.0.1:9", "k", proc.pid, started_here=False).alive()

@@ -18,7 +18,7 @@ from rpremote import config, journal, remote
 from rpremote.client import targets
 from rpremote.private import NotPrivateError, make_dirs, private_dir, private_file
 
-from conftest import stop_autostarted
+from conftest import gone, stop_autostarted
 
 BIG = 2 * 1024 * 1024  # over protocol.OFFLOAD_MIN_BYTES: goes through the offload store
 
@@ -75,34 +75,15 @@ def modes_not_private(*roots: Path) -> list[str]:
     return bad
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (the emulator this process started is its child)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        return "\tZ" not in Path(f"/proc/{pid}/status").read_text().split("State:")[1][:4]
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 @pytest.fixture
-def permissive_home(tmp_path, monkeypatch):
+def permissive_home(fresh_home):
     """A fresh RPREMOTE_HOME (not yet made) under umask 000; its emulator stopped by PID."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("RPREMOTE_HOME", str(home))
-    targets.forget()
-    config.reset()
     config.configure(quiet=True)
     old_umask = os.umask(0)
     try:
-        yield home
+        yield fresh_home
     finally:
         os.umask(old_umask)
-        targets.forget()
-        stop_autostarted(home)
-        config.reset()
 
 
 def test_everything_rpremote_leaves_on_disk_is_private_under_umask_000(permissive_home):
@@ -143,7 +124,7 @@ def test_everything_rpremote_leaves_on_disk_is_private_under_umask_000(permissiv
     pid = json.loads((state / "server.json").read_text())["pid"]
     targets.forget()
     stop_autostarted(home)  # what it and its workers write on the way out is private too
-    assert not running(pid)
+    assert gone(pid)
     bad = modes_not_private(home)
     assert not bad, "not private after shutdown:\n" + "\n".join(bad)
 
