@@ -241,3 +241,77 @@ def iopub_of(kc, code: str, timeout: float = 120):
         if kind == "status" and content["execution_state"] == "idle":
             return
         yield kind, content
+
+
+# -- A real S3 server on 127.0.0.1: moto in server mode, stopped by its PID --------------------
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "rpremote-test-key", "AWS_SECRET_ACCESS_KEY": "rpremote-test-secret",
+           "AWS_REGION": "us-east-1"}
+
+
+@dataclass
+class S3Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def env(self) -> dict[str, str]:
+        """What points boto3 (and so rpremote's S3 store) at this server."""
+        return {**S3_KEYS, "AWS_ENDPOINT_URL_S3": self.url}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name=S3_KEYS["AWS_REGION"],
+                            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+
+    def requests(self) -> list[tuple[str, str]]:
+        """``(method, url)`` of each request the server received since ``record()``."""
+        r = httpx.get(f"{self.url}/moto-api/recorder/download-recording", timeout=60)
+        r.raise_for_status()
+        return [(req["method"], req["url"]) for req in map(json.loads, r.text.splitlines())]
+
+    def record(self) -> None:
+        """Start (again) recording what the server receives (moto's recorder keeps bodies,
+        base64'd in a file: record around small exchanges, not around big uploads)."""
+        httpx.post(f"{self.url}/moto-api/recorder/reset-recording", timeout=30).raise_for_status()
+        httpx.post(f"{self.url}/moto-api/recorder/start-recording", timeout=30).raise_for_status()
+
+
+def start_s3_server(log: Path) -> S3Server:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                 str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MOTO_ENABLE_RECORDING": "true",
+                                     "MOTO_RECORDER_FILEPATH": str(log.with_suffix(".recording"))})
+    server = S3Server(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.time() + 30
+    while True:
+        try:
+            httpx.get(f"{server.url}/moto-api/", timeout=2)
+            return server
+        except httpx.TransportError:
+            if proc.poll() is not None or time.time() > deadline:
+                stop_pid(proc.pid)
+                raise RuntimeError(f"moto's S3 server did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a free loopback port for the session; stopped by its PID."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    try:
+        yield server
+    finally:
+        stop_pid(server.pid)
