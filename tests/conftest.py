@@ -271,7 +271,9 @@ class S3Server:
                             aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
 
     def requests(self) -> list[tuple[str, str]]:
-        """``(method, url)`` of each request the server received since ``record()``."""
+        """``(method, url)`` of each request the server received since ``record()``; the
+        recording stops here (what comes next, big uploads, is not written down)."""
+        httpx.post(f"{self.url}/moto-api/recorder/stop-recording", timeout=30).raise_for_status()
         r = httpx.get(f"{self.url}/moto-api/recorder/download-recording", timeout=60)
         r.raise_for_status()
         return [(req["method"], req["url"]) for req in map(json.loads, r.text.splitlines())]
@@ -299,6 +301,10 @@ def start_s3_server(log: Path) -> S3Server:
     while True:
         try:
             httpx.get(f"{server.url}/moto-api/", timeout=2)
+            # MOTO_ENABLE_RECORDING starts the recorder on: off until a test asks (record()),
+            # or every upload would be written down base64'd (200 MB tests, the bench).
+            httpx.post(f"{server.url}/moto-api/recorder/stop-recording",
+                       timeout=30).raise_for_status()
             return server
         except httpx.TransportError:
             if proc.poll() is not None or time.time() > deadline:
