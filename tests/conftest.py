@@ -285,7 +285,9 @@ class S3Server:
         httpx.post(f"{self.url}/moto-api/recorder/start-recording", timeout=30).raise_for_status()
 
 
-def start_s3_server(log: Path) -> S3Server:
+def start_s3_server(log: Path, env: dict[str, str] | None = None) -> S3Server:
+    """moto's S3 server on a free loopback port; ``env`` adds to its environment (e.g.
+    ``INITIAL_NO_AUTH_ACTION_COUNT``: after that many requests it checks credentials)."""
     import socket
 
     with socket.socket() as s:
@@ -295,7 +297,8 @@ def start_s3_server(log: Path) -> S3Server:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                                  str(port)], stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "MOTO_ENABLE_RECORDING": "true",
-                                     "MOTO_RECORDER_FILEPATH": str(log.with_suffix(".recording"))})
+                                     "MOTO_RECORDER_FILEPATH": str(log.with_suffix(".recording")),
+                                     **(env or {})})
     server = S3Server(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.time() + 30
     while True:
