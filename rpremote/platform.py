@@ -81,6 +81,26 @@ WORKER_BASE_DISTRIBUTIONS = frozenset({"rpremote", "runpod", "cloudpickle"})
 # (mounted at /runpod-volume on Serverless, §2.11), so the endpoint's workers share one install.
 NETWORK_VOLUME_DIR = "/runpod-volume"
 
+# The S3-compatible API of network volumes (runpod-rest-v2.md §5.2): the bucket is the volume
+# id, the region its data center id, and each data center below has its own endpoint
+# (S3_API_ENDPOINT with the id lowercased). Separate keys: access key id = the RunPod user id
+# (user_...), secret = an S3 API key (rps_...), never the RunPod API key. No presigned URLs,
+# no DeleteObjects, no lifecycle rules; a single PUT and each multipart part at most 500 MB
+# (read as 10**6 bytes: the strict reading); 502s are common, retry up to 10 attempts.
+S3_API_DATA_CENTERS = (
+    "EU-CZ-1", "EU-RO-1", "EUR-IS-1", "EUR-NO-1", "US-CA-2", "US-GA-2", "US-IL-1", "US-KS-2",
+    "US-MD-1", "US-MO-1", "US-MO-2", "US-NC-1", "US-NC-2", "US-NE-1", "US-WA-1",
+)
+S3_API_ENDPOINT = "https://s3api-{dc}.runpod.io/"
+S3_API_MAX_PUT_BYTES = 500 * 1000 * 1000
+S3_API_MAX_PART_BYTES = 500 * 1000 * 1000
+S3_API_MAX_ATTEMPTS = 10
+
+
+def s3_api_endpoint(data_center: str) -> str:
+    """``https://s3api-eu-ro-1.runpod.io/`` for ``EU-RO-1`` (§5.2's table spelling)."""
+    return S3_API_ENDPOINT.format(dc=data_center.lower())
+
 
 # GPU pools, GPU types and their Serverless prices (§3.4, §3.5, §6.1).
 # A pool is what the platform schedules on; a type is one card model. `gpu="ADA_24"` picks a pool,
