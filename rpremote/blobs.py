@@ -14,9 +14,13 @@ Two kinds of store, one interface (``has``, ``put``, ``get``):
   HEAD; bearer key), spoken with ``http.client`` because it is the fastest stdlib path for
   hundreds of MB (no per-chunk Python work) and the worker side must stay stdlib-only.
 
+A third, ``s3.S3Store`` (any S3-compatible bucket, or a RunPod network volume's S3 API), has
+the same interface and the same key layout (``<prefix>/<digest[:2]>/<digest>``), so a worker
+that has the volume mounted reads and writes it as a ``DirectoryStore``.
+
 ``ship`` uploads what an envelope still holds (``"_raw"``) and strips it; ``store_from_env``
-is how a worker finds its store. Stdlib only (plus ``protocol`` and ``private``): both sides
-import this.
+is how a worker finds its store. Stdlib only at import (plus ``protocol`` and ``private``;
+``s3`` and boto3 load only for an S3 store): both sides import this.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Mapping
 
 from . import protocol
 from .errors import RpremoteError
+from .platform import NETWORK_VOLUME_DIR
 from .private import make_dirs
 
 KNOWN_RECHECK_S = 600.0  # a piece seen in the store is trusted to be there this long
@@ -215,9 +220,10 @@ class Shipper:
 class CachedFetch:
     """A worker's recent pieces in memory (LRU by bytes): fetched once, then copied locally.
 
-    Only for stores that cost a transfer (HTTP); a directory store's page cache does this.
+    Only for stores that cost a transfer (HTTP, S3); a directory store's page cache does this.
     Each call gets its own writable copy, so a call that changes its argument in place does
-    not change the next call's.
+    not change the next call's. Only content that matches its digest is kept: a tampered or
+    damaged object in a bucket is refused by every call, and the next one fetches it again.
     """
 
     def __init__(self, store: Any, max_bytes: int):
@@ -235,7 +241,7 @@ class CachedFetch:
         if held is not None:
             return bytearray(held)
         data = self.store.get(key, size)
-        if size <= self.max_bytes // 2:
+        if size <= self.max_bytes // 2 and protocol.digest(data) == key:
             with self._lock:
                 self._items[key] = bytes(data)
                 self._bytes += size
@@ -245,11 +251,45 @@ class CachedFetch:
         return data
 
 
+class UnavailableStore:
+    """The store a worker was given but cannot use (boto3 missing, a URL that does not parse):
+    every job that needs a piece fails with ``reason``, and jobs that need none still run."""
+
+    kind = "unavailable"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"UnavailableStore({self.reason!r})"
+
+    def has(self, key: str) -> bool:
+        raise OffloadError(self.reason)
+
+    def put(self, key: str, data: Any) -> None:
+        raise OffloadError(self.reason)
+
+    def get(self, key: str, size: int) -> Any:
+        raise OffloadError(self.reason)
+
+
 def store_from_env(env: Mapping[str, str] | None = None) -> Any | None:
-    """The worker's store: ``RPREMOTE_BLOB_DIR`` when it is reachable here (and the transport
-    is not forced to http), else ``RPREMOTE_BLOB_URL`` with ``RPREMOTE_BLOB_KEY`` (or the
-    worker's ``RUNPOD_AI_API_KEY``); None when there is none."""
+    """The worker's store, in this order:
+
+    1. ``RPREMOTE_STORE=runpod-volume://VOLUME_ID[/PREFIX]`` and the volume mounted here
+       (``RPREMOTE_VOLUME_MOUNT``, default ``/runpod-volume``): a ``DirectoryStore`` on
+       ``<mount>/<prefix>``, read and written directly, no keys needed;
+    2. ``RPREMOTE_STORE`` otherwise: an ``s3.S3Store`` (boto3's own sources for credentials);
+    3. ``RPREMOTE_BLOB_DIR`` when it is reachable here (and the transport is not forced to
+       http), else ``RPREMOTE_BLOB_URL`` with ``RPREMOTE_BLOB_KEY`` (or the worker's
+       ``RUNPOD_AI_API_KEY``): the emulator's store;
+
+    None when there is none.
+    """
     env = os.environ if env is None else env
+    url = (env.get("RPREMOTE_STORE") or "").strip()
+    if url and url.lower() not in ("none", "default"):
+        return _configured_store(url, env)
     directory = env.get("RPREMOTE_BLOB_DIR")
     if directory and env.get("RPREMOTE_BLOB_TRANSPORT") != "http" and os.access(directory, os.W_OK):
         return DirectoryStore(directory)
@@ -260,7 +300,24 @@ def store_from_env(env: Mapping[str, str] | None = None) -> Any | None:
     return None
 
 
-NO_STORE_HINT = ("configure an offload store: on RunPod attach a network volume to the "
-                 "endpoint and set RPREMOTE_BLOB_DIR to a directory on it that this machine "
-                 "also mounts, or point RPREMOTE_BLOB_URL (+ RPREMOTE_BLOB_KEY) at an "
-                 "`rpremote serve` both sides reach; the local target has one already")
+def _configured_store(url: str, env: Mapping[str, str]) -> Any:
+    try:
+        from .s3 import S3Store, parse_store
+
+        location = parse_store(url)
+        if location.scheme == "runpod-volume":
+            mount = Path(env.get("RPREMOTE_VOLUME_MOUNT") or NETWORK_VOLUME_DIR)
+            if mount.is_dir():
+                return DirectoryStore(mount.joinpath(*location.prefix.strip("/").split("/"))
+                                      if location.prefix.strip("/") else mount)
+        return S3Store(location, env=dict(env))
+    except Exception as e:  # noqa: BLE001 -- said by every job that needs the store
+        return UnavailableStore(f"this worker cannot use its offload store RPREMOTE_STORE={url}: "
+                                f"{type(e).__name__}: {e}")
+
+
+NO_STORE_HINT = ("configure an offload store: RPREMOTE_STORE=s3://BUCKET[/PREFIX] or "
+                 "runpod-volume://VOLUME_ID[/PREFIX] (in the endpoint's environment), or "
+                 "RPREMOTE_BLOB_DIR on a directory both sides mount, or RPREMOTE_BLOB_URL "
+                 "(+ RPREMOTE_BLOB_KEY) at an `rpremote serve` both sides reach; the local "
+                 "target has one already")

@@ -1,7 +1,8 @@
-"""User settings: which target, which signing secret, how chatty. ``rpremote.configure`` sets them.
+"""User settings: which target, which signing secret, which offload store, how chatty.
+``rpremote.configure`` sets them.
 
-Precedence: ``configure(...)`` > environment (``RPREMOTE_TARGET``, ``RPREMOTE_SECRET``) >
-defaults. The signing secret defaults to one generated per user and kept 0600 in the data
+Precedence: ``configure(...)`` > environment (``RPREMOTE_TARGET``, ``RPREMOTE_SECRET``,
+``RPREMOTE_STORE``) > defaults. The signing secret defaults to one generated per user and kept 0600 in the data
 directory, so every process of the user (and the local workers) agree without setup.
 """
 
@@ -27,6 +28,9 @@ class Settings:
     secret: str | None = None
     quiet: bool | None = None
     reporter: Any = None
+    # The offload store's canonical URL; "" = the target's own (beats RPREMOTE_STORE).
+    store: str | None = None
+    store_from: str = "configure(store=...)"  # the setting to name when the store is wrong
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -39,16 +43,22 @@ def configure(
     secret: str | None = None,
     quiet: bool | None = None,
     reporter: Any = None,
+    store: str | None = None,
 ) -> None:
-    """Choose the target and signing secret for this process.
+    """Choose the target, signing secret and offload store for this process.
 
     ``target``: ``"local"`` (default; the endpoint emulator on this machine), ``"runpod"``
     (RunPod Serverless) or ``"pod"`` (a RunPod Pod). ``quiet=True`` hides the status lines
     on stderr (remote output is still shown). ``reporter`` replaces the terminal reporter.
+    ``store``: where arguments and results of 1 MiB or more go: ``"s3://BUCKET[/PREFIX]"``,
+    ``"runpod-volume://VOLUME_ID[/PREFIX]"``, or ``"none"`` for the target's own store (the
+    local emulator's); checked here, and against the store itself before the first job.
     """
     global _settings
     if target is not None:
         _check_target(target, "configure(target=...)")
+    if store is not None:
+        set_store(store, "configure(store=...)")
     changes = {k: v for k, v in dict(target=target, secret=secret, quiet=quiet,
                                      reporter=reporter).items() if v is not None}
     _settings = replace(_settings, **changes)
@@ -71,6 +81,35 @@ def target_name() -> str:
     if env:
         return _check_target(env, "RPREMOTE_TARGET")
     return "local"
+
+
+NO_STORE = ("", "none", "default")  # spellings of "the target's own store"
+
+
+def set_store(value: str, where: str) -> None:
+    """Set the offload store from a setting named ``where`` (``configure(store=...)``,
+    ``%runpod config store=...``); a URL that does not parse is refused here."""
+    global _settings
+    url = "" if value.strip().lower() in NO_STORE else _parse_store(value, where).url()
+    _settings = replace(_settings, store=url, store_from=where)
+
+
+def store_choice() -> tuple[Any | None, str]:
+    """The configured offload store's location (``s3.StoreLocation``), or None for the
+    target's own store; and the setting it comes from, for messages."""
+    if _settings.store is not None:
+        return (_parse_store(_settings.store, _settings.store_from) if _settings.store
+                else None), _settings.store_from
+    env = os.environ.get("RPREMOTE_STORE", "").strip()
+    if env.lower() in NO_STORE:
+        return None, "RPREMOTE_STORE"
+    return _parse_store(env, "RPREMOTE_STORE"), "RPREMOTE_STORE"
+
+
+def _parse_store(value: str, where: str) -> Any:
+    from .s3 import parse_store  # parsing only: boto3 is imported when the store is used
+
+    return parse_store(value.strip(), setting=where)
 
 
 def _check_target(value: str, where: str) -> str:

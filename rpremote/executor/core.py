@@ -28,7 +28,8 @@ from .events import EventBuffer
 from .installer import Installer
 
 FUNCTION_CACHE_SIZE = 64
-# Pieces fetched over HTTP kept in memory, so repeated calls with the same weights fetch once.
+# Pieces fetched over the network (HTTP, S3) kept in memory, so repeated calls with the same
+# weights fetch once.
 FETCH_CACHE_BYTES = int(os.environ.get("RPREMOTE_FETCH_CACHE_MB", "2048")) * 1024 * 1024
 
 
@@ -64,8 +65,8 @@ class Executor:
         self.shipper = Shipper(store) if store is not None else None
         self.fetch = None
         if store is not None:
-            self.fetch = (CachedFetch(store, FETCH_CACHE_BYTES) if store.kind == "http"
-                          else store.get)
+            self.fetch = (store.get if store.kind == "directory"  # the page cache does it
+                          else CachedFetch(store, FETCH_CACHE_BYTES))
         self._functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.installer = Installer()

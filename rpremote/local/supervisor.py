@@ -79,7 +79,11 @@ class Supervisor:
         self.procs: dict[str, WorkerProcess] = {}
 
     def worker_env(self, worker_id: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+        # RPREMOTE_STORE too: the store a worker uses is the one its endpoint's spec names
+        # (the client puts it there), never one the emulator happened to inherit from the
+        # process that started it -- that process's store may not be this endpoint's.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("RUNPOD_") and k != "RPREMOTE_STORE"}
         # `python` in a worker command means the emulator's own interpreter (its venv).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         # The emulator's offload store: its directory when the worker can open it, else HTTP
