@@ -225,7 +225,11 @@ class LocalEmulator:
         return r.json()
 
     def ensure_endpoint(self, resources: Resources, secret_env: dict[str, str]) -> str:
-        """Create the endpoint for ``resources`` (or find it unchanged) and return its id."""
+        """Create the endpoint for ``resources`` (or find it unchanged) and return its id.
+
+        ``secret_env`` (the signing secret, an offload store's credentials) goes only into the
+        workers' environment, kept in the emulator's endpoint spec (its SQLite, 0600; masked
+        when the spec is shown), never into a job's input."""
         name = resources.endpoint_name
         spec = {
             "id": name,

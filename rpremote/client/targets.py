@@ -9,19 +9,26 @@ use: a new emulator (new URL, key, pid, offload store; endpoints are ensured on 
 The stopped one's queue client is left open for the threads still holding its jobs: their
 next request fails at once with ``EmulatorStopped`` (``Job`` says the outcome is unknown),
 since a job there is never silently followed, or sent again, on another emulator.
+
+Big pieces go to the store the user configured (``RPREMOTE_STORE``: ``stores.py``) when there
+is one, else to the emulator's own. The store is part of an endpoint's identity (its name and
+its workers' environment), so workers started for another store, or for none, never get a
+job whose pieces they would look for in the wrong place.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 import threading
-
-import os
+from typing import Any
 
 from .. import config
 from ..blobs import DirectoryStore, HttpStore, Shipper
 from ..errors import ConfigError, TargetNotAvailable
 from ..resources import Resources
+from . import stores
 from .local import LocalEmulator
 from .queue import QueueClient
 
@@ -34,8 +41,22 @@ class LocalTarget:
         self.queue = QueueClient(self.emulator.url, self.emulator.key,
                                  where=f"the local emulator (pid {self.emulator.pid})",
                                  alive=self.emulator.alive)
-        self.blobs = Shipper(self._blob_store())
+        self._own_blobs = Shipper(self._blob_store())
+        self._shippers: dict[int, Shipper] = {}  # id(configured store) -> its shipper
         self._announced: set[str] = set()
+
+    @property
+    def blobs(self) -> Shipper:
+        """Where this call's big pieces go and its results' come from: the configured store
+        (checked before the first job; a wrong setting raises ``ConfigError``), else the
+        emulator's."""
+        store = stores.configured()
+        if store is None:
+            return self._own_blobs
+        shipper = self._shippers.get(id(store))
+        if shipper is None:
+            shipper = self._shippers.setdefault(id(store), Shipper(store))
+        return shipper
 
     def _blob_store(self) -> DirectoryStore | HttpStore:
         """The emulator's offload store: its directory when this process can write it (the
@@ -50,9 +71,17 @@ class LocalTarget:
 
     def endpoint_for(self, resources: Resources) -> str:
         secret, secret_file = config.secret_source()
-        secret_env = ({"RPREMOTE_SECRET_FILE": str(secret_file)} if secret_file
-                      else {"RPREMOTE_SECRET": secret.decode()})
-        name = self.emulator.ensure_endpoint(resources, secret_env)
+        private_env = ({"RPREMOTE_SECRET_FILE": str(secret_file)} if secret_file
+                       else {"RPREMOTE_SECRET": secret.decode()})
+        store = stores.configured()  # a wrong store setting stops here, before anything is sent
+        if store is not None:
+            # Where the store is (no secrets) joins the resources' env: the endpoint's name
+            # hashes it, so each store has endpoints of its own. Credentials go only into the
+            # workers' environment (the emulator's endpoint spec), never into a job's input.
+            resources = dataclasses.replace(resources, env=tuple(sorted(
+                {**dict(resources.env), **store.worker_env()}.items())))
+            private_env.update(store.credential_env())
+        name = self.emulator.ensure_endpoint(resources, private_env)
         if resources.gpu and name not in self._announced and not config.settings().quiet:
             self._announced.add(name)
             print(f"rpremote: {resources.describe()} requested; running on local workers "
@@ -60,12 +89,25 @@ class LocalTarget:
         return name
 
     def existing_endpoint(self, name: str) -> str:
-        """``name``, once the emulator confirms it hosts that endpoint (nothing is sent otherwise)."""
-        if self.emulator.endpoint(name) is None:
+        """``name``, once the emulator confirms it hosts that endpoint and that its workers use
+        this process's offload store (nothing is sent otherwise)."""
+        spec = self.emulator.endpoint(name)
+        if spec is None:
             known = ", ".join(sorted(e["id"] for e in self.emulator.endpoints())) or "none yet"
             raise ConfigError(f"the local emulator has no endpoint {name!r} (it has: {known}); "
                               "nothing was sent. `rpremote endpoints` lists them; leave out "
                               "endpoint= to get one made for the function's resources")
+        store = stores.configured()
+        ours = store.location.url() if store is not None else None
+        theirs = _store_of(spec)
+        if theirs != ours:
+            emulators = "the emulator's own"
+            raise ConfigError(
+                f"endpoint {name!r}'s workers use the offload store {theirs or emulators}, "
+                f"and this process uses {ours or emulators} (RPREMOTE_STORE / "
+                "configure(store=...)); big "
+                "arguments and results would not be found. Nothing was sent: use the same "
+                "store on both sides, or leave out endpoint= to get an endpoint for yours")
         return name
 
     def check_environment(self, python: str, client_env: dict) -> None:
@@ -78,6 +120,20 @@ class LocalTarget:
 
     def close(self) -> None:
         self.queue.close()
+
+
+def _store_of(spec: dict[str, Any]) -> str | None:
+    """The offload store an endpoint's workers are given (its canonical URL), or None for the
+    emulator's own."""
+    url = ((spec.get("env") or {}).get("RPREMOTE_STORE") or "").strip()
+    if url.lower() in config.NO_STORE:
+        return None
+    try:
+        from ..s3 import parse_store
+
+        return parse_store(url).url()
+    except ConfigError:
+        return url
 
 
 _lock = threading.Lock()
