@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         from .endpoints_cli import main as endpoints_main
 
         return endpoints_main(argv[1:])
+    if argv and argv[0] == "store":
+        from .store_cli import main as store_main
+
+        return store_main(argv[1:])
     if argv and argv[0] in ("--version", "-V"):
         print(f"rpremote {__version__}")
         return 0
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "       rpremote logs ID\n"
         "       rpremote cancel ID\n"
         "       rpremote endpoints [--json]\n"
+        "       rpremote store info|sweep [--older-than 7d] [--dry-run] [--store URL]\n"
         "       rpremote --version\n\n"
         "Run `rpremote serve --help` for the emulator's options.",
         file=sys.stderr,

@@ -1,7 +1,10 @@
 """``rpremote endpoints``: the endpoints of the current target, their workers and queues.
 
 On the local target this asks the running emulator and never starts one (no emulator means
-no endpoints). Shared by the CLI and ``%runpod endpoints``.
+no endpoints). Shared by the CLI and ``%runpod endpoints``. Each endpoint's offload store is
+shown by its location, and the store this process is set to use by its ``describe()``: where
+it is and where its credentials come from, never their values (the emulator masks secret
+values in the specs it shows).
 """
 
 from __future__ import annotations
@@ -12,10 +15,29 @@ import sys
 from typing import Any
 
 from . import config
-from .errors import RpremoteError
+from .errors import ConfigError, RpremoteError
 
 HEAD = ("ENDPOINT", "GPU", "WORKERS", "IDLE", "RUNNING", "STARTING", "QUEUED", "IN PROGRESS",
-        "IDLE TIMEOUT")
+        "IDLE TIMEOUT", "STORE")
+EMULATOR_STORE = "emulator"  # an endpoint whose workers use the emulator's own store
+
+
+def store_line() -> str:
+    """The offload store this process is set to use, in words (never a credential)."""
+    location, where = config.store_choice()
+    if location is None:
+        return "offload store: the target's own (the local emulator's); RPREMOTE_STORE is not set"
+    from .client.stores import make
+
+    try:
+        return f"offload store: {make(location).describe()} (set by {where})"
+    except ConfigError as e:
+        return f"offload store: {location.url()} (set by {where}), not usable here: {e}"
+
+
+def _store_of(ep: dict[str, Any]) -> str:
+    url = ((ep.get("env") or {}).get("RPREMOTE_STORE") or "").strip()
+    return url if url.lower() not in config.NO_STORE else EMULATOR_STORE
 
 
 def endpoint_rows() -> list[dict[str, Any]]:
@@ -33,7 +55,8 @@ def endpoint_rows() -> list[dict[str, Any]]:
     specs = emulator.endpoints()
     queue = QueueClient(emulator.url, emulator.key, where=f"the local emulator (pid {emulator.pid})")
     try:
-        return [{**spec, "health": queue.health(spec["id"])} for spec in specs]
+        return [{**spec, "store": _store_of(spec), "health": queue.health(spec["id"])}
+                for spec in specs]
     finally:
         queue.close()
 
@@ -44,7 +67,8 @@ def _row(ep: dict[str, Any]) -> tuple[str, ...]:
             f"{ep.get('workersMin', 0)}-{ep.get('workersMax', '?')}",
             str(workers.get("idle", 0)), str(workers.get("running", 0)),
             str(workers.get("initializing", 0)), str(jobs.get("inQueue", 0)),
-            str(jobs.get("inProgress", 0)), f"{ep.get('idleTimeout', '?')} s")
+            str(jobs.get("inProgress", 0)), f"{ep.get('idleTimeout', '?')} s",
+            ep.get("store") or _store_of(ep))
 
 
 def print_endpoints(as_json: bool = False) -> int:
@@ -52,6 +76,7 @@ def print_endpoints(as_json: bool = False) -> int:
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
+    print(store_line())
     if not rows:
         print("no endpoints (the local emulator is not running, or has none yet)")
         return 0

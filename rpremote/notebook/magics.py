@@ -35,7 +35,8 @@ from .widgets import install as install_views
 _cell_numbers = itertools.count(1)
 
 LINE_USAGE = """\
-%runpod config [key=value ...]   show or set: gpu, timeout (cell defaults), views, target, quiet
+%runpod config [key=value ...]   show or set: gpu, timeout (cell defaults), views, target, quiet,
+                                 store (s3://BUCKET[/PREFIX], runpod-volume://ID[/PREFIX], none)
 %runpod jobs [--limit N] [--status S] [--name NAME]
 %runpod logs JOB                 what a job printed
 %runpod cancel JOB               cancel a job (queued: removed; running: stopped)
@@ -179,7 +180,8 @@ class RunpodMagics(Magics):
               f"timeout = {self.cell_defaults['timeout']:g} s   (%%runpod default)\n"
               f"views   = {self.views}   (always: a view for every call; slow: for slow ones)\n"
               f"quiet   = {bool(settings.quiet)}\n"
-              f"secret  = from {secret_from} (never shown)")
+              f"secret  = from {secret_from} (never shown)\n"
+              f"store   = {_store_shown()}")
 
     def _set(self, key: str, value: str) -> None:
         from .. import config
@@ -210,9 +212,11 @@ class RunpodMagics(Magics):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ConfigError(f"quiet is true or false; got {value!r}")
             config.configure(quiet=value.lower() in ("true", "1", "yes"))
+        elif key == "store":
+            config.set_store(value, "%runpod config store=...")
         else:
             raise ConfigError(f"%runpod config: unknown key {key!r}; keys: gpu, timeout, "
-                              "views, target, quiet")
+                              "views, target, quiet, store")
 
     def _line_wait(self, argv: list[str]) -> None:
         """Wait for ``--async`` cells (all, or those named), bring their names back and show
@@ -266,6 +270,21 @@ class RunpodMagics(Magics):
                     "more than one pending cell starts with that") + f" (pending: {known})")
             chosen.append(matches[0])
         return chosen
+
+
+def _store_shown() -> str:
+    """The offload store in words: where it is, where its credentials come from (never them)."""
+    from .. import config
+
+    location, where = config.store_choice()
+    if location is None:
+        return "the target's own (the local emulator's)"
+    from ..client.stores import make
+
+    try:
+        return f"{make(location).describe()}   (set by {where})"
+    except ConfigError as e:
+        return f"{location.url()}   (set by {where}), not usable here: {e}"
 
 
 def _named(fn: Any, name: str) -> Any:
