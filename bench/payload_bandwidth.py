@@ -2,6 +2,11 @@
 
 1. rpremote ``@remote`` on the local target, offload store by directory (the default here);
 2. the same with the offload store over HTTP on both sides (``RPREMOTE_BLOB_TRANSPORT=http``);
+2b. the same with an S3 store (``RPREMOTE_STORE=s3://...``): moto's S3 server on loopback,
+   started and stopped here by its PID (what a cloud user's bucket costs, minus the network),
+   and a minimal in-memory S3 server (``handlers/mini_s3.py``: the floor, the S3 protocol and
+   rpremote's side of it); each rpremote row says the CPU time its servers (the emulator; the
+   S3 server) spent per fresh-array call;
 3. the runpod SDK's own path: the array base64'd into the JSON input of ``/runsync`` and back
    (a plain handler behind the same emulator; what a hand-written RunPod worker does);
 4. ipyparallel ``DirectView.apply_sync`` with one engine (zmq, zero-copy buffers);
@@ -58,11 +63,13 @@ def maker(n: int):
     return lambda i: base + (i + 1) * 1000.0  # new content (and digest) every round
 
 
-def bench_rpremote(make, mib: float, http: bool) -> dict[str, object]:
-    from rpremote import remote
+def bench_rpremote(make, mib: float, http: bool, store: str | None = None,
+                   server_pid: int | None = None) -> dict[str, object]:
+    from rpremote import configure, remote
     from rpremote.client import targets
 
     targets.forget()
+    configure(store=store or "none")
     if http:
         os.environ["RPREMOTE_BLOB_TRANSPORT"] = "http"
     else:
@@ -70,13 +77,111 @@ def bench_rpremote(make, mib: float, http: bool) -> dict[str, object]:
     env = {"RPREMOTE_BLOB_TRANSPORT": "http"} if http else {}
     f = remote(workers=(1, 1), idle_timeout=120, env=env)(plus_one)
     f(make(-1)[:10])  # warm: the worker is up
+    emulator = targets.current().emulator.pid
+    before = cpu_s(emulator), cpu_s(server_pid) if server_pid else 0.0
     out: dict[str, object] = {"fresh arrays": rate(make, f, mib)}
+    out["emulator CPU per call, ms"] = round(1000 * (cpu_s(emulator) - before[0]) / REPEAT)
+    if server_pid:
+        out["S3 server CPU per call, ms"] = round(1000 * (cpu_s(server_pid) - before[1]) / REPEAT)
     same = make(99)
     f(same)
     out["repeated argument"] = rate(lambda i: same, f, mib)
     store = targets.current().blobs.store
     out["store"] = repr(store)
     return out
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` (all its threads) has used so far; NaN off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class LoopbackS3:
+    """An S3 server on a free loopback port, started here and stopped by its PID: moto's
+    (no request recording), or ``handlers/mini_s3.py`` (the floor: objects in memory, no
+    checks)."""
+
+    KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1"}
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __enter__(self) -> "LoopbackS3":
+        import subprocess
+
+        import httpx
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cmd = ([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+               if self.kind == "moto" else
+               [sys.executable, str(Path(__file__).parent / "handlers" / "mini_s3.py"), str(port)])
+        self.log = tempfile.NamedTemporaryFile(prefix=f"rpremote-bench-{self.kind}-", suffix=".log")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                httpx.head(f"{self.url}/bench", timeout=2)
+                break
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"the {self.kind} S3 server did not start (moto: pip "
+                                       "install -c requirements/lock.txt -e '.[dev]')")
+                time.sleep(0.1)
+        os.environ.update(self.KEYS, AWS_ENDPOINT_URL_S3=self.url)
+        httpx.put(f"{self.url}/bench").raise_for_status()  # CreateBucket (no keys checked)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def bench_s3(make, mib: float, kind: str) -> dict[str, object] | str:
+    """The rpremote rows with ``RPREMOTE_STORE=s3://bench/pieces`` on a loopback S3 server;
+    with the server's CPU time per call of the fresh-array rounds (the "fresh arrays" ones)."""
+    from rpremote.client import stores
+
+    stores.forget()  # the same URL on another server: made and checked again
+    try:
+        with LoopbackS3(kind) as server:
+            return bench_rpremote(make, mib, http=False, store="s3://bench/pieces",
+                                  server_pid=server.proc.pid)
+    except (ImportError, RuntimeError) as e:
+        return str(e)
+    finally:
+        from rpremote import configure
+
+        configure(store="none")
+
+
+HTTP_ROW = "rpremote @remote (offload store: HTTP)"
+S3_MOTO = "rpremote @remote (offload store: S3, moto on loopback)"
+S3_FLOOR = "rpremote @remote (offload store: S3, a minimal in-memory S3 server on loopback)"
+
+
+def _ratio(results: dict[str, object]) -> None:
+    """The S3 rows' median time over the HTTP store's (the goal: within 2x on loopback)."""
+    for row, name in ((S3_MOTO, "moto"), (S3_FLOOR, "minimal server")):
+        try:
+            http = results[HTTP_ROW]["fresh arrays"]["median_ms"]  # type: ignore[index]
+            s3 = results[row]["fresh arrays"]["median_ms"]  # type: ignore[index]
+        except (KeyError, TypeError):
+            continue
+        results[f"S3 ({name}) / HTTP store, median time"] = round(s3 / http, 2)
 
 
 def bench_sdk_base64(make, mib: float) -> dict[str, object]:
@@ -191,6 +296,9 @@ def main() -> None:
     try:
         results["rpremote @remote (offload store: directory)"] = bench_rpremote(make, mib, http=False)
         results["rpremote @remote (offload store: HTTP)"] = bench_rpremote(make, mib, http=True)
+        results[S3_MOTO] = bench_s3(make, mib, "moto")
+        results[S3_FLOOR] = bench_s3(make, mib, "mini")
+        _ratio(results)
         results["runpod SDK, base64 in JSON (/runsync)"] = bench_sdk_base64(make, mib)
     finally:
         state = Path(home) / "emulator" / "server.json"
