@@ -214,3 +214,125 @@ _POOL_OF_TYPE = {t: p.id for p in _POOLS for t in p.gpu_types}
 GPU_TYPES: dict[str, GpuType] = {
     tid: GpuType(tid, display, vram, _POOL_OF_TYPE.get(tid)) for tid, display, vram in _TYPES
 }
+
+
+# -- The REST v2 control plane (runpod-rest-v2.md), as the emulator serves it -----------------
+
+# The top-level names under /v2 that belong to the control plane (§1, §2-§7). The job API's
+# /v2/{endpoint_id}/... shares the prefix, so no endpoint may be called one of these.
+REST_V2_NAMES = frozenset({
+    "serverless", "pods", "templates", "network-volumes", "registries", "catalog", "account",
+    "billing", "clusters", "openapi.json", "networkvolumes", "endpoints",
+})
+REST_BODY_MAX_BYTES = 102_400  # §1.3: 413 above this, checked before authentication
+REST_PAGE_LIMIT_MAX = 1000     # §1.6: limit 1-1000, default 1000 (serverless, templates)
+
+# Rate limits (§1.7): per user, three windows, every request counts against all three.
+# CONFLICT (§9.1.14): the spec's example quotas (60/min, 3000/h, 50000/day) are below what was
+# observed live (176 left in a minute, 7193 in an hour); we take round numbers above the
+# observed ones, so that a client tuned to the emulator is not throttled earlier on RunPod.
+REST_RATE_LIMITS = (("minute", 60, 200), ("hour", 3600, 7200), ("day", 86400, 50_000))
+
+# Endpoint defaults and limits of POST /v2/serverless (§2.2); idleTimeout's REST default is 10 s
+# (the console's is IDLE_TIMEOUT_DEFAULT_S).
+REST_IDLE_TIMEOUT_DEFAULT_S = 10
+REST_QUEUE_DELAY_MIN_S = 0.5
+REST_ENDPOINT_TIMEOUT_DEFAULT_MS = 300_000  # the spec's default ...
+# ... CONFLICT (§9.1.4): omitted, the live API stores and returns 0. The emulator does the
+# same, and runs such an endpoint's jobs with EXECUTION_TIMEOUT_DEFAULT_MS.
+REST_ENDPOINT_TIMEOUT_OMITTED_MS = 0
+# GAP (§9.2): no documented default container disk; runpodctl sends 10 GB when none is given.
+REST_DISK_DEFAULT_GB = 10
+# Network volumes (§5.1): size in GB, grows only.
+VOLUME_SIZE_MIN_GB = 10
+VOLUME_SIZE_MAX_GB = 4096
+# Worker log streams (§4.8).
+LOG_TAIL_DEFAULT = 100
+LOG_TAIL_MAX = 5000
+
+# CUDA versions a GPU endpoint may allow (runpod-contract.md §3.1).
+CUDA_VERSIONS = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7",
+                 "12.8", "12.9", "13.0")
+
+
+@dataclass(frozen=True)
+class CpuFlavor:
+    """A CPU flavour (contract §3.6, rest-v2 §6.2): RAM per vCPU, vCPU range (powers of two)."""
+
+    id: str
+    name: str
+    group: str
+    ram_gb_per_vcpu: float
+    vcpu_min: int
+    vcpu_max: int
+    serverless: bool
+
+
+CPU_FLAVORS: dict[str, CpuFlavor] = {f.id: f for f in (
+    # vCPU ranges: §6.2's example (2-32); the instance table of contract §3.6 stops at 8.
+    # c/g/m = 2/4/8 GB per vCPU (a third-party table, §6.2); pods also take the m flavours.
+    CpuFlavor("cpu3c", "Compute-Optimized", "Gen 3", 2, 2, 32, True),
+    CpuFlavor("cpu3g", "General Purpose", "Gen 3", 4, 2, 32, True),
+    CpuFlavor("cpu3m", "Memory-Optimized", "Gen 3", 8, 2, 32, False),
+    CpuFlavor("cpu5c", "Compute-Optimized", "Gen 5", 2, 2, 32, True),
+    CpuFlavor("cpu5g", "General Purpose", "Gen 5", 4, 2, 32, True),
+    CpuFlavor("cpu5m", "Memory-Optimized", "Gen 5", 8, 2, 32, False),
+)}
+
+
+@dataclass(frozen=True)
+class DataCenter:
+    """A data center (rest-v2 §6.2, §6.3; contract §3.7). Names and countries are ours (the ids
+    must not be parsed for them, §6.3); ``volume_types`` is STANDARD where the S3 API of network
+    volumes is documented (§5.2), none elsewhere: where else volumes exist is not documented."""
+
+    id: str
+    name: str
+    region: str
+    country: str
+    global_network: bool
+    volume_types: tuple[str, ...]
+
+
+_GLOBAL_NETWORK_DCS = frozenset((
+    "CA-MTL-3 EU-CZ-1 EU-FR-1 EU-NL-1 EU-RO-1 EU-SE-1 EUR-IS-2 OC-AU-1 US-CA-2 US-GA-1 US-GA-2 "
+    "US-IL-1 US-KS-2 US-NC-1 US-TX-3 US-TX-4 US-WA-1").split())
+_DCS = (
+    # (id, name, region, ISO country)
+    ("AP-JP-1", "Japan 1", "ASIA", "JP"),
+    ("CA-MTL-1", "Canada Montreal 1", "NORTH_AMERICA", "CA"),
+    ("CA-MTL-2", "Canada Montreal 2", "NORTH_AMERICA", "CA"),
+    ("CA-MTL-3", "Canada Montreal 3", "NORTH_AMERICA", "CA"),
+    ("EU-CZ-1", "Europe Czechia 1", "EUROPE", "CZ"),
+    ("EU-FR-1", "Europe France 1", "EUROPE", "FR"),
+    ("EU-NL-1", "Europe Netherlands 1", "EUROPE", "NL"),
+    ("EU-RO-1", "Europe Romania 1", "EUROPE", "RO"),
+    ("EU-SE-1", "Europe Sweden 1", "EUROPE", "SE"),
+    ("EUR-IS-1", "Europe Iceland 1", "EUROPE", "IS"),
+    ("EUR-IS-2", "Europe Iceland 2", "EUROPE", "IS"),
+    ("EUR-IS-3", "Europe Iceland 3", "EUROPE", "IS"),
+    ("EUR-NO-1", "Europe Norway 1", "EUROPE", "NO"),
+    ("OC-AU-1", "Oceania Australia 1", "OCEANIA", "AU"),
+    ("US-CA-2", "US California 2", "NORTH_AMERICA", "US"),
+    ("US-DE-1", "US Delaware 1", "NORTH_AMERICA", "US"),
+    ("US-GA-1", "US Georgia 1", "NORTH_AMERICA", "US"),
+    ("US-GA-2", "US Georgia 2", "NORTH_AMERICA", "US"),
+    ("US-IL-1", "US Illinois 1", "NORTH_AMERICA", "US"),
+    ("US-KS-2", "US Kansas 2", "NORTH_AMERICA", "US"),
+    ("US-KS-3", "US Kansas 3", "NORTH_AMERICA", "US"),
+    ("US-MD-1", "US Maryland 1", "NORTH_AMERICA", "US"),
+    ("US-MO-1", "US Missouri 1", "NORTH_AMERICA", "US"),
+    ("US-MO-2", "US Missouri 2", "NORTH_AMERICA", "US"),
+    ("US-NC-1", "US North Carolina 1", "NORTH_AMERICA", "US"),
+    ("US-NC-2", "US North Carolina 2", "NORTH_AMERICA", "US"),
+    ("US-NE-1", "US Nebraska 1", "NORTH_AMERICA", "US"),
+    ("US-TX-1", "US Texas 1", "NORTH_AMERICA", "US"),
+    ("US-TX-3", "US Texas 3", "NORTH_AMERICA", "US"),
+    ("US-TX-4", "US Texas 4", "NORTH_AMERICA", "US"),
+    ("US-WA-1", "US Washington 1", "NORTH_AMERICA", "US"),
+)
+DATA_CENTERS: dict[str, DataCenter] = {
+    dc: DataCenter(dc, name, region, country, dc in _GLOBAL_NETWORK_DCS,
+                   ("STANDARD",) if dc in S3_API_DATA_CENTERS else ())
+    for dc, name, region, country in _DCS
+}
