@@ -50,6 +50,11 @@ class EndpointSpec:
     scalerType: str = rp.SCALER_QUEUE_DELAY
     scalerValue: float = rp.SCALER_VALUE_DEFAULT
     executionTimeoutMs: int = rp.EXECUTION_TIMEOUT_DEFAULT_MS
+    # Why this endpoint's workers cannot start (on RunPod: an image it cannot pull). Its
+    # workers are then shown unhealthy with this reason, and its jobs wait in the queue.
+    startError: str | None = None
+    # The endpoint's release (REST v2 §2.5): workers of an older one are replaced.
+    release: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +62,11 @@ class EndpointSpec:
             problems.append(
                 f"endpoint id {self.id!r} must be lowercase letters, digits and dashes "
                 "(1-64 characters, starting with a letter or digit)"
+            )
+        elif self.id in rp.REST_V2_NAMES:
+            problems.append(
+                f"endpoint id {self.id!r} is taken by RunPod's control plane (/v2/{self.id}); "
+                "pick another name"
             )
         if self.workerCmd is not None and not shlex.split(self.workerCmd):
             problems.append("workerCmd is empty; give the command that starts one worker")

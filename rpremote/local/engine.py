@@ -22,7 +22,7 @@ from typing import Any
 from .. import platform as rp
 from .config import EmulatorTimings, EndpointSpec
 from .store import Job, Store
-from .supervisor import Supervisor, WorkerProcess, describe_exit
+from .supervisor import Supervisor, WorkerProcess, describe_exit, new_worker_id
 from .webhook import Webhooks
 
 log = logging.getLogger("rpremote.emulator")
@@ -76,6 +76,7 @@ class Worker:
     stop_queue: list[str] = field(default_factory=list)
     stop_sent: dict[str, float] = field(default_factory=dict)  # job id -> last delivery
     stop_signal: Signal = field(default_factory=Signal)
+    placeholder: bool = False        # stands for a worker that cannot start: no process
 
     def forget_stop(self, job_id: str) -> None:
         self.stops.pop(job_id, None)
@@ -207,6 +208,7 @@ class Engine:
         if old_sup and _process_settings(old_spec) != _process_settings(spec):
             for wid in list(old_sup.procs):
                 self._retire(wid)
+        self._drop_placeholders(spec.id)  # the scaler shows them again if they still apply
         if spec.workerCmd:
             state.supervisor = Supervisor(
                 spec, self.base_url, self.worker_token, self.state_dir, self.timings,
@@ -231,6 +233,7 @@ class Engine:
             for wid in list(ep.supervisor.procs):
                 self._retire(wid)
             ep.spec.workersMin = ep.spec.workersMax = 0
+        self._drop_placeholders(endpoint_id)
         self.store.delete_endpoint(endpoint_id)
         if ep.supervisor:
             self.deleted[endpoint_id] = ep  # kept until its workers are reaped
@@ -394,7 +397,7 @@ class Engine:
             out.append({
                 "id": w.id, "state": w.state, "jobs": sorted(w.jobs), "draining": w.draining,
                 "supervised": w.supervised, "pid": wp.pid if wp else None,
-                "log": str(wp.log_path) if wp else None,
+                "log": str(wp.log_path) if wp else None, "reason": w.unhealthy,
             })
         return out
 
@@ -639,6 +642,9 @@ class Engine:
     def _scale(self, ep: EndpointState, now: float) -> None:
         """Start and retire worker processes as the endpoint's scaler settings say (§3.2)."""
         sup, spec = ep.supervisor, ep.spec
+        if spec.startError and not self.closing:
+            self._show_unstartable(ep, now)
+            return
         if sup is None or not spec.workerCmd or self.closing:
             return
         mine = [self.workers[w] for w in sup.procs if w in self.workers]
@@ -672,6 +678,31 @@ class Engine:
             for w in idle[:surplus]:
                 self._retire(w.id)
 
+    def _show_unstartable(self, ep: EndpointState, now: float) -> None:
+        """Workers that cannot start (on RunPod: an image it cannot pull) are shown, never run:
+        as many as the scaler would start, each unhealthy with the reason. The endpoint's jobs
+        wait in its queue, as on RunPod, which keeps retrying such workers for days."""
+        spec = ep.spec
+        in_queue, in_progress = self.store.scaling_demand(spec.id)
+        want = 0
+        if in_queue + in_progress:
+            want = (math.ceil((in_queue + in_progress) / spec.scalerValue)
+                    if spec.scalerType == rp.SCALER_REQUEST_COUNT else 1)
+        want = max(spec.workersMin, min(spec.workersMax, want))
+        shown = [w for w in self.workers.values() if w.endpoint == spec.id and w.placeholder]
+        for w in shown[want:]:
+            del self.workers[w.id]
+        for w in shown[:want]:
+            w.last_seen = now
+        for _ in range(want - len(shown)):
+            wid = new_worker_id()
+            self.workers[wid] = Worker(wid, spec.id, supervised=True, placeholder=True,
+                                       unhealthy=spec.startError)
+
+    def _drop_placeholders(self, endpoint_id: str) -> None:
+        for w in [w for w in self.workers.values() if w.endpoint == endpoint_id and w.placeholder]:
+            del self.workers[w.id]
+
     def _spawn(self, ep: EndpointState) -> WorkerProcess:
         wp = ep.supervisor.spawn()
         self.workers[wp.worker_id] = Worker(wp.worker_id, ep.spec.id, supervised=True)
@@ -692,7 +723,7 @@ class Engine:
 
 
 def _process_settings(spec: EndpointSpec) -> tuple:
-    return (spec.workerCmd, spec.env, spec.cwd, spec.gpu)
+    return (spec.workerCmd, spec.env, spec.cwd, spec.gpu, spec.release)
 
 
 def _policy_ms(policy: dict, key: str, default: int, low: int, high: int) -> int:

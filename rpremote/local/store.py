@@ -1,4 +1,5 @@
-"""Durable state of the emulator: jobs, stream chunks and endpoint specs in SQLite (WAL).
+"""Durable state of the emulator: jobs, stream chunks, endpoint specs and control-plane
+objects in SQLite (WAL).
 
 The store is the source of truth, so a restarted emulator resumes its queue and still serves
 finished results inside their retention. It is used from the server's event-loop thread only;
@@ -52,6 +53,13 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY,
     spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (kind, id)
 );
 """
 
@@ -254,3 +262,31 @@ class Store:
 
     def endpoints(self) -> dict[str, dict[str, Any]]:
         return {i: json.loads(s) for i, s in self.db.execute("SELECT id, spec FROM endpoints")}
+
+    # -- control-plane objects (REST v2: endpoints, templates, network volumes) ---------------
+
+    def put_resource(self, kind: str, resource_id: str, body: dict[str, Any]) -> None:
+        """Create or replace one object; a replaced object keeps its place in the listing."""
+        self.db.execute(
+            "INSERT INTO resources (kind, id, body) VALUES (?, ?, ?) "
+            "ON CONFLICT(kind, id) DO UPDATE SET body=excluded.body",
+            (kind, resource_id, json.dumps(body)),
+        )
+
+    def resource(self, kind: str, resource_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT body FROM resources WHERE kind=? AND id=?", (kind, resource_id)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def resources(self, kind: str, before: int | None = None,
+                  limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, body)`` of the objects of a kind, newest first; ``before``: seq below this."""
+        rows = self.db.execute(
+            "SELECT seq, body FROM resources WHERE kind=? AND seq<? ORDER BY seq DESC LIMIT ?",
+            (kind, before if before is not None else 2 ** 62, limit if limit is not None else -1),
+        )
+        return [(seq, json.loads(body)) for seq, body in rows]
+
+    def delete_resource(self, kind: str, resource_id: str) -> None:
+        self.db.execute("DELETE FROM resources WHERE kind=? AND id=?", (kind, resource_id))
