@@ -42,6 +42,11 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="fail, instead of running, the jobs a previous server left queued in "
                         "--state (the server rpremote starts on its own: their callers were "
                         "told that their outcome is unknown)")
+    p.add_argument("--image", action="append", default=[], metavar="NAME=COMMAND",
+                   help="run workers of container image NAME (endpoints made through "
+                        "POST /v2/serverless) with COMMAND, e.g. --image "
+                        "myorg/worker:1.0='python handler.py'; NAME without a tag serves every "
+                        "tag (repeatable; rpremote's own worker image is built in)")
     t = p.add_argument_group("timings (mostly for tests)")
     t.add_argument("--take-hold", type=float, default=20.0, help="job-take long-poll, s")
     t.add_argument("--stop-hold", type=float, default=20.0, help="job-stop long-poll, s")
@@ -137,11 +142,19 @@ def _split_endpoints(argv: list[str]) -> tuple[list[str], list[list[str]]]:
 
 def serve_main(argv: list[str]) -> int:
     from .local.config import EmulatorTimings, EndpointSpec
+    from .local.images import parse_image_option
     from .local.serve import ServeError, serve
     from .paths import data_dir
 
     head, groups = _split_endpoints(argv)
     args = _serve_parser().parse_args(head)
+    images = {}
+    for value in args.image:
+        try:
+            name, command = parse_image_option(value)
+        except ValueError as err:
+            _serve_parser().error(str(err))
+        images[name] = command
     specs = []
     for group in groups:
         ep_parser = _endpoint_parser()
@@ -178,6 +191,7 @@ def serve_main(argv: list[str]) -> int:
             state_dir=args.state or data_dir() / "emulator", api_key=args.api_key,
             endpoints=specs, timings=timings, explicit_host=args.host is not None,
             idle_shutdown_s=args.idle_shutdown, resume_queue=not args.no_resume_queue,
+            images=images,
         )
     except ServeError as err:
         print(f"rpremote serve: {err}", file=sys.stderr)

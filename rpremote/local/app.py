@@ -2,7 +2,8 @@
 
 Routes map one-to-one onto ``Engine`` methods; this module only parses requests, checks keys
 and shapes responses. Paths, methods and bodies follow ``docs/runpod-contract.md`` §1 and
-``docs/runpod-worker-protocol.md`` §1 and §6.
+``docs/runpod-worker-protocol.md`` §1 and §6. The REST v2 control plane (``control/``) is
+mounted first: its names under /v2 are never endpoint ids.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from starlette.routing import Route
 from .. import __version__
 from .. import platform as rp
 from .config import EndpointSpec
+from .control import control_routes
 from .engine import ApiError, Engine
+from .images import ImageMap
 
 JSON = "application/json"
 
 
-def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | None = None) -> Starlette:
+def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | None = None,
+               images: ImageMap | None = None) -> Starlette:
     def authorized(request: Request, *keys: str) -> bool:
         given = request.headers.get("authorization", "")
         if given.lower().startswith("bearer "):
@@ -184,6 +188,7 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
 
     v2 = "/v2/{ep}"
     routes = [
+        *control_routes(engine, api_key, images or ImageMap()),
         Route(f"{v2}/run", client_route(run), methods=["POST"]),
         Route(f"{v2}/runsync", client_route(runsync), methods=["POST"]),
         Route(f"{v2}/status/{{job}}", client_route(status), methods=["GET", "POST"]),

@@ -26,6 +26,7 @@ from ..private import UMASK, NotPrivateError, private_dir, write_private
 from .app import create_app
 from .config import EmulatorTimings, EndpointSpec
 from .engine import Engine
+from .images import ImageMap
 from .keys import resolve_api_key
 from .store import Store
 
@@ -101,6 +102,7 @@ def serve(
     idle_shutdown_s: float | None = None,
     out=sys.stdout,
     resume_queue: bool = True,
+    images: dict[str, str] | None = None,
 ) -> int:
     if not is_loopback(host):
         if not explicit_host:
@@ -152,19 +154,27 @@ def serve(
 
     print(f"rpremote emulator {__version__} listening on {url}", file=out)
     print(f"  RunPod API base: {url}/v2   (RUNPOD_ENDPOINT_BASE_URL for the runpod client)", file=out)
+    print(f"  control plane: {url}/v2/serverless | templates | network-volumes | catalog "
+          f"(RUNPOD_API_BASE_URL={url} for REST v2)", file=out)
     print(f"  API key: {key_source}", file=out)
     print(f"  state: {state_dir}", file=out)
     if idle_shutdown_s:
         print(f"  shuts down after {idle_shutdown_s:g} s without requests or jobs", file=out)
+    image_map = ImageMap(images)
+    # (the app brings the control plane's endpoints up to date with this run's images)
+    app = create_app(engine, key, on_shutdown=remove_state_file, images=image_map)
+    for name, command in sorted(image_map.commands.items()):
+        print(f"  image {name}: `{command}`", file=out)
     for ep in engine.endpoints.values():
         s = ep.spec
         who = f"`{s.workerCmd}`" if s.workerCmd else "external workers only"
+        if s.startError:
+            who = "workers that cannot start (see GET /v2/serverless/{id}/workers)"
         print(f"  endpoint {s.id}: {s.workersMin}-{s.workersMax} workers of {who}, "
               f"{s.scalerType} {s.scalerValue:g}, idle timeout {s.idleTimeout} s", file=out)
     out.flush()
 
     logging.basicConfig(level=logging.INFO, format="[rpremote] %(message)s")
-    app = create_app(engine, key, on_shutdown=remove_state_file)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3,
     )
