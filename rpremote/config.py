@@ -2,7 +2,8 @@
 ``rpremote.configure`` sets them.
 
 Precedence: ``configure(...)`` > environment (``RPREMOTE_TARGET``, ``RPREMOTE_SECRET``,
-``RPREMOTE_STORE``) > defaults. The signing secret defaults to one generated per user and kept 0600 in the data
+``RPREMOTE_STORE``, ``RUNPOD_API_KEY``) > files (``~/.runpod/config.toml`` for the RunPod API
+key) > defaults. The signing secret defaults to one generated per user and kept 0600 in the data
 directory, so every process of the user (and the local workers) agree without setup.
 """
 
@@ -31,6 +32,8 @@ class Settings:
     # The offload store's canonical URL; "" = the target's own (beats RPREMOTE_STORE).
     store: str | None = None
     store_from: str = "configure(store=...)"  # the setting to name when the store is wrong
+    # The RunPod API key; never shown (repr=False): only where it comes from is ever said.
+    api_key: str | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,6 +47,7 @@ def configure(
     quiet: bool | None = None,
     reporter: Any = None,
     store: str | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Choose the target, signing secret and offload store for this process.
 
@@ -53,14 +57,21 @@ def configure(
     ``store``: where arguments and results of 1 MiB or more go: ``"s3://BUCKET[/PREFIX]"``,
     ``"runpod-volume://VOLUME_ID[/PREFIX]"``, or ``"none"`` for the target's own store (the
     local emulator's); checked here, and against the store itself before the first job.
+    ``api_key``: the RunPod API key (beats ``$RUNPOD_API_KEY`` and ``~/.runpod/config.toml``);
+    never shown, logged or sent to workers.
     """
     global _settings
     if target is not None:
         _check_target(target, "configure(target=...)")
     if store is not None:
         set_store(store, "configure(store=...)")
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("configure(api_key=...) is empty; give the RunPod API key (Settings > "
+                          "API Keys in the console), or leave it out to use $RUNPOD_API_KEY")
     changes = {k: v for k, v in dict(target=target, secret=secret, quiet=quiet,
-                                     reporter=reporter).items() if v is not None}
+                                     reporter=reporter,
+                                     api_key=api_key and api_key.strip()).items()
+               if v is not None}
     _settings = replace(_settings, **changes)
 
 
@@ -110,6 +121,47 @@ def _parse_store(value: str, where: str) -> Any:
     from .s3 import parse_store  # parsing only: boto3 is imported when the store is used
 
     return parse_store(value.strip(), setting=where)
+
+
+RUNPOD_CONFIG_FILE = Path("~/.runpod/config.toml")  # what `runpodctl config` writes
+API_KEY_HOW = ("set RUNPOD_API_KEY, call rpremote.configure(api_key=...), or run `runpodctl "
+               "config --apiKey ...` (it writes ~/.runpod/config.toml); keys are made in the "
+               "RunPod console under Settings > API Keys")
+
+
+def runpod_api_key() -> tuple[str | None, str]:
+    """The RunPod API key and where it comes from, for messages (never the key itself):
+    ``configure(api_key=...)`` > ``$RUNPOD_API_KEY`` > ``~/.runpod/config.toml``.
+
+    The file is runpodctl's (viper writes top-level ``apikey = '...'``; older versions
+    ``apiKey``) or the runpod SDK's ``runpod config`` (``[default]`` ``api_key = "..."``).
+    ``(None, "")`` when there is none.
+    """
+    if _settings.api_key:
+        return _settings.api_key, "configure(api_key=...)"
+    env = os.environ.get("RUNPOD_API_KEY", "").strip()
+    if env:
+        return env, "$RUNPOD_API_KEY"
+    path = RUNPOD_CONFIG_FILE.expanduser()
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return None, ""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raise ConfigError(f"{RUNPOD_CONFIG_FILE} is not valid TOML; fix it or "
+                          f"{API_KEY_HOW}") from None
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    key = lowered.get("apikey")
+    if not isinstance(key, str) or not key.strip():
+        default = lowered.get("default")
+        key = default.get("api_key") if isinstance(default, dict) else None
+    if isinstance(key, str) and key.strip():
+        return key.strip(), str(RUNPOD_CONFIG_FILE)
+    return None, ""
 
 
 def _check_target(value: str, where: str) -> str:

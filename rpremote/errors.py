@@ -142,3 +142,58 @@ class EmulatorStopped(RpremoteError):
             + ("nothing was sent to it" if sent is False
                else "the request may have reached it before it stopped")
             + " (the next call starts a new emulator)")
+
+
+# -- RunPod's control plane (REST v2: endpoints, templates, network volumes, catalog) ----------
+
+
+class ControlPlaneError(RpremoteError):
+    """RunPod's control plane refused or failed a request. Carries the RFC 9457 problem:
+    ``status``, ``title``, ``detail``, the validator's ``errors`` (422), and ``request_id``
+    (``x-request-id``). Never carries the API key."""
+
+    def __init__(self, message: str, *, status: int | None = None, title: str = "",
+                 detail: str = "", errors: tuple[str, ...] = (), request_id: str | None = None,
+                 method: str = "", path: str = ""):
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = tuple(errors)
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class ApiKeyError(ControlPlaneError, ConfigError):
+    """No RunPod API key, or the control plane refused it (401) or it lacks access (403).
+    Raised before anything is created; the message says how to set the key, never the key."""
+
+
+class ResourceNotFound(ControlPlaneError):
+    """404: no such endpoint, template or volume (or not this key's)."""
+
+
+class InvalidRequest(ControlPlaneError):
+    """400 (a business rule, e.g. no capacity or an in-use delete) or 422 (the body does not
+    fit the schema: ``errors`` lists each field's message)."""
+
+
+class ResourceConflict(ControlPlaneError):
+    """409: the request conflicts with the resource's state (e.g. a template name taken)."""
+
+
+class RateLimited(ControlPlaneError):
+    """429 after the retries: ``retry_after`` seconds until the window resets."""
+
+    retry_after: float | None = None
+
+
+class ControlPlaneUnavailable(ControlPlaneError):
+    """The control plane could not be reached, or kept failing (5xx), through the retries."""
+
+
+class CreateOutcomeUnknown(ControlPlaneError):
+    """A create (POST) broke off after it was sent: it may or may not have been made. Creates
+    are not idempotent, so it is not sent again blindly: list and match first
+    (``create_or_find`` does)."""

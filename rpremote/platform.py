@@ -225,6 +225,7 @@ REST_V2_NAMES = frozenset({
     "billing", "clusters", "openapi.json", "networkvolumes", "endpoints",
 })
 REST_BODY_MAX_BYTES = 102_400  # §1.3: 413 above this, checked before authentication
+REST_V2_BASE_URL = "https://api.runpod.io"  # §1.1: every path starts /v2/ (RPREMOTE_RUNPOD_API)
 REST_PAGE_LIMIT_MAX = 1000     # §1.6: limit 1-1000, default 1000 (serverless, templates)
 
 # Rate limits (§1.7): per user, three windows, every request counts against all three.
