@@ -120,7 +120,8 @@ def store_choice() -> tuple[Any | None, str]:
 def _parse_store(value: str, where: str) -> Any:
     from .s3 import parse_store  # parsing only: boto3 is imported when the store is used
 
-    return parse_store(value.strip(), setting=where)
+    # A volume may leave out ?dc=: the client looks its data center up (client/stores.py).
+    return parse_store(value.strip(), setting=where, require_dc=False)
 
 
 RUNPOD_CONFIG_FILE = Path("~/.runpod/config.toml")  # what `runpodctl config` writes

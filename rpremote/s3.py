@@ -87,6 +87,8 @@ _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
 _VOLUME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,62}")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9._-]+")
 _FORM = ("s3://BUCKET[/PREFIX] or runpod-volume://VOLUME_ID[/PREFIX]?dc=DATA_CENTER")
+NO_DC = ("a network volume needs its data center, e.g. ?dc=EU-RO-1 (the volume's dataCenter "
+         "in the console or GET /v2/network-volumes); one of {known}")
 
 
 # -- where the store is ----------------------------------------------------------------------
@@ -132,9 +134,14 @@ def _redacted(url: str) -> str:
     return f"{scheme}{sep}{netloc}{slash}{tail}"
 
 
-def parse_store(url: str, setting: str = SETTING) -> StoreLocation:
+def parse_store(url: str, setting: str = SETTING, *, require_dc: bool = True) -> StoreLocation:
     """``s3://BUCKET[/PREFIX]`` or ``runpod-volume://VOLUME_ID[/PREFIX]?dc=DATA_CENTER`` ->
-    a ``StoreLocation``; ``ConfigError`` naming ``setting`` when it is not one."""
+    a ``StoreLocation``; ``ConfigError`` naming ``setting`` when it is not one.
+
+    ``require_dc=False`` (the client's settings) lets a volume come without ``?dc=``: its
+    ``dc`` is None until the client looks it up (``client/stores.py``, with a RunPod API key);
+    ``S3Store`` refuses a volume whose data center is still unknown. A worker's setting
+    always carries it."""
     text = (url or "").strip()
     shown = _redacted(text)
 
@@ -194,9 +201,10 @@ def parse_store(url: str, setting: str = SETTING) -> StoreLocation:
     if scheme == "runpod-volume":
         dc = query.get("dc", "").strip().upper()
         known = ", ".join(platform.S3_API_DATA_CENTERS)
+        if not dc and not require_dc:
+            return StoreLocation(scheme, netloc, prefix, None)
         if not dc:
-            raise bad("a network volume needs its data center, e.g. ?dc=EU-RO-1 (the volume's "
-                      f"dataCenter in the console or GET /v2/network-volumes); one of {known}")
+            raise bad(NO_DC.format(known=known))
         if dc not in platform.S3_API_DATA_CENTERS:
             raise bad(f"RunPod has no S3 API in data center {dc!r}; it has one in {known}")
     return StoreLocation(scheme, netloc, prefix, dc)
@@ -316,6 +324,10 @@ class S3Store:
                  ranged_threshold: int = RANGED_THRESHOLD,
                  refresh_age_s: float = REFRESH_AGE_S):
         env = os.environ if env is None else env
+        if location.scheme == "runpod-volume" and not location.dc:
+            known = ", ".join(platform.S3_API_DATA_CENTERS)
+            raise ConfigError(f"{SETTING}={location.url()!r}: " + NO_DC.format(known=known)
+                              + ", or set RUNPOD_API_KEY so rpremote can look it up")
         botocore = _import_botocore()
         self._botocore = botocore
         self.location = location

@@ -25,7 +25,7 @@ def _store(url: str | None):
     if url:
         from .s3 import parse_store
 
-        location = parse_store(url, setting="--store")
+        location = parse_store(url, setting="--store", require_dc=False)
     else:
         location, _ = config.store_choice()
         if location is None:
