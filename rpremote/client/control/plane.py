@@ -23,6 +23,7 @@ from ... import config
 from ... import platform as rp
 from ...errors import ApiKeyError
 from ..drive import drive
+from ..queue import RETRY_DELAYS_S
 from .exchange import exchange
 from .resources import Catalog, Endpoints, Obj, Templates, Volumes
 
@@ -42,10 +43,12 @@ class ControlPlane:
     the resource families build on it. Use as a context manager, or ``close()``."""
 
     def __init__(self, base_url: str, api_key: str, *, transport: httpx.BaseTransport | None = None,
-                 key_source: str = "the api_key given", timeout: float = 30.0):
+                 key_source: str = "the api_key given", timeout: float = 30.0,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS_S):
         if not api_key or not api_key.strip():
             raise ApiKeyError("no RunPod API key: " + config.API_KEY_HOW)
         self.base_url = base_url.rstrip("/")
+        self.retry_delays = tuple(retry_delays)  # the waits between attempts (Retry-After wins)
         self.key_source = key_source
         self._key = api_key.strip()
         self.where = f"RunPod's control plane at {self.base_url}"
@@ -89,7 +92,7 @@ class ControlPlane:
     def request(self, method: str, path: str, **options: Any) -> Any:
         """One call with retries; the decoded body (None for 204) or a ``ControlPlaneError``."""
         steps = exchange(method, path, where=self.where, key_how=self._key_how,
-                         scrub=self.scrub, **options)
+                         scrub=self.scrub, delays=self.retry_delays, **options)
         return drive(steps, self._send)
 
     def _send(self, action: tuple) -> httpx.Response:
