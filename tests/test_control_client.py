@@ -150,6 +150,10 @@ class Recording(httpx.BaseTransport):
         self.requests: list[dict] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.record(request)
+        return self.inner.handle_request(request)
+
+    def record(self, request: httpx.Request) -> None:
         content = request.read()
         self.requests.append({
             "method": request.method, "path": request.url.path,
@@ -157,7 +161,6 @@ class Recording(httpx.BaseTransport):
             "body": json.loads(content) if content else None,
             "auth": request.headers.get("authorization", "").startswith("Bearer "),
         })
-        return self.inner.handle_request(request)
 
     def sent(self, method: str | None = None) -> list[tuple[str, str]]:
         return [(r["method"], r["path"]) for r in self.requests if method in (None, r["method"])]
@@ -571,3 +574,95 @@ def test_a_volume_without_dc_and_no_key_says_both_ways(clean, monkeypatch):
     text = str(err.value)
     assert "?dc=EU-RO-1" in text and "RPREMOTE_STORE" in text
     assert "or set RUNPOD_API_KEY so rpremote can look it up" in text
+
+
+def test_runpod_config_shows_where_the_key_comes_from_never_the_key(clean, monkeypatch, capsys):
+    from rpremote.notebook.magics import RunpodMagics
+
+    magics = RunpodMagics(shell=None)
+    magics._line_config([])
+    assert "runpod key = none (set RUNPOD_API_KEY)" in capsys.readouterr().out
+    write_runpodctl_config(clean, CANARY)
+    magics._line_config([])
+    assert "runpod key = from ~/.runpod/config.toml (never shown)" in capsys.readouterr().out
+    monkeypatch.setenv("RUNPOD_API_KEY", CANARY)
+    magics._line_config([])
+    assert "runpod key = from $RUNPOD_API_KEY (never shown)" in capsys.readouterr().out
+    config.configure(api_key=CANARY)
+    magics._line_config([])
+    out = capsys.readouterr().out
+    assert "runpod key = from configure(api_key=...) (never shown)" in out and CANARY not in out
+
+
+# -- the retry policy, one row per rule (exchange.py's docstring) ----------------------------
+
+class FailsOnce(Recording):
+    """The first request is answered ``status`` without reaching the server (as a proxy in
+    front of it would answer); later ones go to the real server. All are recorded."""
+
+    def __init__(self, status: int):
+        super().__init__()
+        self.status = status
+        self.failed = False
+
+    def handle_request(self, request):
+        if not self.failed:
+            self.failed = True
+            self.record(request)
+            return httpx.Response(self.status, json={"title": "x", "status": self.status,
+                                                     "detail": "upstream trouble"})
+        return super().handle_request(request)
+
+
+class ResetAfterFirst(Recording):
+    """The first request reaches the real server, then its answer is lost (a reset)."""
+
+    def __init__(self):
+        super().__init__()
+        self.broken = False
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if not self.broken:
+            self.broken = True
+            response.read()
+            response.close()
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+
+@pytest.mark.parametrize("op, failure, outcome", [
+    ("list", 503, "retried"), ("list", 502, "retried"), ("list", 504, "retried"),
+    ("list", "reset", "retried"),
+    ("create", 503, "retried"),  # 503: turned away before processing (queue.REFUSED_STATUSES)
+    ("create", 429, "retried"),
+    ("create", 502, "unknown"), ("create", 500, "unknown"),  # may have been taken: not resent
+    ("create", "reset", "unknown"),
+    ("update", 502, "retried"), ("update", "reset", "retried"),
+    ("delete", 504, "retried"), ("delete", "reset", "retried"),  # the retry's 404 = gone
+])
+def test_retry_policy(emu, op, failure, outcome):
+    with ControlPlane(emu.url, emu.key, retry_delays=(0.05, 0.05)) as setup:
+        vol = setup.volumes.create({"name": "cc-policy", "size": 10, "dataCenter": "EU-RO-1"})
+    broken = ResetAfterFirst() if failure == "reset" else FailsOnce(failure)
+    calls = {"list": lambda p: p.volumes.list(),
+             "create": lambda p: p.volumes.create({"name": "cc-new", "size": 10,
+                                                   "dataCenter": "EU-RO-1"}),
+             "update": lambda p: p.volumes.update(vol, {"size": 30}),
+             "delete": lambda p: p.volumes.delete(vol)}
+    with ControlPlane(emu.url, emu.key, transport=broken, retry_delays=(0.05, 0.05)) as plane:
+        if outcome == "unknown":
+            with pytest.raises(CreateOutcomeUnknown):
+                calls[op](plane)
+        else:
+            calls[op](plane)
+    with ControlPlane(emu.url, emu.key) as check:
+        volumes = {v["name"]: v for v in check.volumes.list()}
+    made = int("cc-new" in volumes)
+    if op == "create":  # exactly once when the server saw it, never twice
+        assert made == (0 if failure in (502, 500) else 1)
+        assert len(broken.sent("POST")) == (1 if outcome == "unknown" else 2)
+    if op == "update":
+        assert volumes["cc-policy"]["size"] == 30
+    if op == "delete":
+        assert "cc-policy" not in volumes

@@ -181,6 +181,7 @@ class RunpodMagics(Magics):
               f"views   = {self.views}   (always: a view for every call; slow: for slow ones)\n"
               f"quiet   = {bool(settings.quiet)}\n"
               f"secret  = from {secret_from} (never shown)\n"
+              f"runpod key = {_runpod_key_shown()}\n"
               f"store   = {_store_shown()}")
 
     def _set(self, key: str, value: str) -> None:
@@ -270,6 +271,17 @@ class RunpodMagics(Magics):
                     "more than one pending cell starts with that") + f" (pending: {known})")
             chosen.append(matches[0])
         return chosen
+
+
+def _runpod_key_shown() -> str:
+    """Where the RunPod API key comes from (never the key): ``from $RUNPOD_API_KEY``."""
+    from .. import config
+
+    try:
+        key, source = config.runpod_api_key()
+    except ConfigError as e:
+        return f"not usable: {e}"
+    return f"from {source} (never shown)" if key else "none (set RUNPOD_API_KEY)"
 
 
 def _store_shown() -> str:
