@@ -25,15 +25,15 @@ def _store(url: str | None):
     if url:
         from .s3 import parse_store
 
-        location = parse_store(url, setting="--store", require_dc=False)
+        location, where = parse_store(url, setting="--store", require_dc=False), "--store"
     else:
-        location, _ = config.store_choice()
+        location, where = config.store_choice()
         if location is None:
             raise ConfigError("no offload store is configured: set RPREMOTE_STORE=s3://BUCKET"
                               "[/PREFIX] (or runpod-volume://VOLUME_ID[/PREFIX]) or pass --store "
                               "URL. (The local emulator's own store removes unused pieces "
                               "itself: rpremote serve --blob-ttl.)")
-    return make(location)
+    return make(location, where)
 
 
 def _size(n: int) -> str:

@@ -666,3 +666,25 @@ def test_retry_policy(emu, op, failure, outcome):
         assert volumes["cc-policy"]["size"] == 30
     if op == "delete":
         assert "cc-policy" not in volumes
+
+
+def test_rpremote_store_info_looks_the_volume_up_too(emu, clean):
+    import os
+    import subprocess
+    import sys
+
+    with ControlPlane(emu.url, emu.key) as plane:
+        vol = plane.volumes.create({"name": "cc-cli", "size": 10, "dataCenter": "EUR-IS-1"})
+    env = {**os.environ, "RPREMOTE_RUNPOD_API": emu.url, "RUNPOD_API_KEY": emu.key,
+           "RPREMOTE_RUNPOD_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1",
+           "RUNPOD_S3_ACCESS_KEY_ID": "user_x", "RUNPOD_S3_SECRET_ACCESS_KEY": "rps_y"}
+    done = subprocess.run([sys.executable, "-m", "rpremote", "store", "info", "--store",
+                           f"runpod-volume://{vol['id']}/p"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert f"runpod-volume://{vol['id']}/p?dc=EUR-IS-1" in out, out
+    assert emu.key not in out
+    done = subprocess.run([sys.executable, "-m", "rpremote", "store", "info", "--store",
+                           "runpod-volume://nosuchvol2"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "--store" in done.stderr and "nosuchvol2" in done.stderr
