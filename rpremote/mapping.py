@@ -23,7 +23,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 from . import platform as rp
 from . import protocol
@@ -33,7 +33,8 @@ from .errors import ConfigError, JobCancelled, UnpicklableError
 from .job import Job, remote_exception
 
 if TYPE_CHECKING:
-    from .api import RemoteFunction
+    from .resources import Resources
+    from .retries import Retries
 
 TARGET_JOB_S = 0.25
 MAX_BATCH = 4096
@@ -62,6 +63,23 @@ class BatchSizer:
             return
         per_item = max(seconds / items, 1e-6)
         self.size = max(1, min(self.cap, int(TARGET_JOB_S / per_item)))
+
+
+class MappedFunction(Protocol):
+    """What a map needs of the function it runs (``api.RemoteFunction``). An interface, so
+    this module, which ``api`` imports, needs nothing from ``api``."""
+
+    fn: Callable[..., Any]
+    resources: Resources
+    retries: Retries | None
+    result_device: str
+
+    @property
+    def policy(self) -> dict[str, int]: ...
+    @property
+    def is_generator(self) -> bool: ...
+    def _environment(self, notes: PickleNotes) -> dict[str, Any]: ...
+    def _endpoint_on(self, target: Any) -> str: ...
 
 
 STOPPED = "STOPPED"  # map_finished status when the caller stopped iterating early
@@ -126,7 +144,7 @@ class _LogsOnly:
 
 @user_facing
 def run_map(
-    rf: "RemoteFunction",
+    rf: MappedFunction,
     items: Iterable[Any],
     *,
     star: bool,

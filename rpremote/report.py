@@ -5,7 +5,7 @@ for scripts: remote output goes to this process's stdout/stderr as it arrives, e
 prefixed ``[remote:NAME]``; a status line on stderr appears only for calls that take longer
 than a second (queued / running on worker W / done in T). A map reports its progress through
 two optional methods, ``map_update(progress)`` and ``map_finished(progress, status)``
-(``mapping.MapProgress``): on a terminal that is a progress bar (tqdm, imported only then),
+(a ``MapView``): on a terminal that is a progress bar (tqdm, imported only then),
 in a CI log a plain line every tenth of the way or every ``MAP_LINE_EVERY_S``, and a summary.
 
 Who reports is chosen per call by ``default_reporter(context)``: ``configure(reporter=...)``
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from . import displays
 
 if TYPE_CHECKING:
-    from .mapping import MapProgress
     from .progress_updates import Progress
     from .resources import Resources
 
@@ -37,6 +36,27 @@ class JobView(Protocol):
     endpoint: str
     id: str | None
     submitted_at: float
+
+
+class MapView(Protocol):
+    """How far a map is, as its reporter sees it (``mapping.MapProgress``). An interface, so
+    this module, which the map imports, needs nothing from the map."""
+
+    name: str
+    endpoint: str
+    total: int | None
+    done: int
+    failed: int
+    running: int  # items in jobs submitted and not yet back
+    execution_s: float  # the map's billed execution time so far
+
+    @property
+    def finished(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def items_per_s(self) -> float | None: ...
+    def cancel(self) -> None: ...  # from any thread: a notebook's Cancel button
 
 
 class Reporter(Protocol):
@@ -160,7 +180,7 @@ class TerminalReporter:
 
     # -- maps --------------------------------------------------------------------------------
 
-    def map_update(self, progress: "MapProgress") -> None:
+    def map_update(self, progress: "MapView") -> None:
         if self.quiet:
             return
         with self._lock:
@@ -179,7 +199,7 @@ class TerminalReporter:
                 self._map_line_at = (elapsed, now_tenth)
                 self._write("stderr", f"rpremote: map {progress.name}: {_map_counts(progress)}\n")
 
-    def map_finished(self, progress: "MapProgress", status: str) -> None:
+    def map_finished(self, progress: "MapView", status: str) -> None:
         if self.quiet:
             return
         with self._lock:
@@ -194,7 +214,7 @@ class TerminalReporter:
             self._write("stderr", f"rpremote: map {progress.name}: {word}, "
                                   f"{_map_counts(progress, final=True)}\n")
 
-    def _update_bar(self, progress: "MapProgress") -> None:
+    def _update_bar(self, progress: "MapView") -> None:
         if self._bar is None:
             from tqdm import tqdm  # only a map on a terminal needs it
 
@@ -241,7 +261,7 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _map_counts(progress: "MapProgress", final: bool = False) -> str:
+def _map_counts(progress: "MapView", final: bool = False) -> str:
     """``40/100 items (38 done, 2 failed, 8 running), 4.2 items/s``."""
     total = f"/{progress.total}" if progress.total is not None else ""
     parts = [f"{progress.done} done"]

@@ -24,7 +24,8 @@ from .. import __version__
 from .. import platform as rp
 from .config import EndpointSpec
 from .control import control_routes
-from .engine import ApiError, Engine
+from .api_error import ApiError
+from .engine import Engine
 from .images import ImageMap
 
 JSON = "application/json"

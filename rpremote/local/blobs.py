@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from ..blobs import DirectoryStore, OffloadError
 from ..private import make_dirs, private_dir
-from .engine import ApiError
+from .api_error import ApiError
 
 PIECE_MAX_BYTES_DEFAULT = 8 * 1024 ** 3
 TOTAL_MAX_BYTES_DEFAULT = 64 * 1024 ** 3

@@ -20,21 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import platform as rp
+from .api_error import ApiError
+from .blobs import BlobService, blob_root
 from .config import EmulatorTimings, EndpointSpec
 from .store import Job, Store
 from .supervisor import Supervisor, WorkerProcess, describe_exit, new_worker_id
 from .webhook import Webhooks
 
 log = logging.getLogger("rpremote.emulator")
-
-
-class ApiError(Exception):
-    """A client or worker request the platform would refuse; becomes a JSON error response."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Signal:
@@ -136,8 +129,6 @@ class Engine:
         self.closing = False
         self.last_client_request = time.monotonic()
         self._housekeeper: asyncio.Task | None = None
-        from .blobs import BlobService, blob_root  # here: it raises this module's ApiError
-
         self.blobs = BlobService(blob_root(state_dir), ttl_s=timings.blob_ttl_s,
                                  piece_max_bytes=timings.blob_piece_max_mb * 1024 ** 2,
                                  total_max_bytes=timings.blob_total_max_mb * 1024 ** 2)
