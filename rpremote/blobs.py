@@ -37,16 +37,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import protocol
-from .errors import RpremoteError
+from .errors import OffloadError  # noqa: F401  (here too: where callers have long found it)
 from .platform import NETWORK_VOLUME_DIR
 from .private import make_dirs
 
 KNOWN_RECHECK_S = 600.0  # a piece seen in the store is trusted to be there this long
 _IO_CHUNK = 8 * 1024 * 1024
-
-
-class OffloadError(RpremoteError):
-    """A big piece could not be put in or taken from the offload store; the message says why."""
 
 
 class DirectoryStore:

@@ -47,6 +47,10 @@ class DependencyInstallError(RpremoteError):
     """
 
 
+class OffloadError(RpremoteError):
+    """A big piece could not be put in or taken from the offload store; the message says why."""
+
+
 class RemoteError(RpremoteError):
     """An exception raised remotely that cannot be re-created here as its own type.
 

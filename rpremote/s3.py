@@ -49,8 +49,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Mapping
 
 from . import platform
-from .blobs import OffloadError
-from .errors import ConfigError
+from .errors import ConfigError, OffloadError
 
 MiB = 1024 * 1024
 
