@@ -71,6 +71,8 @@ class Resource:
         """PATCH: only the fields given change (send zeros explicitly, §2.5)."""
         return self._plane.request("PATCH", f"{self.path}/{_id(obj)}", json=changes)
 
+    patch = update  # the HTTP verb's name
+
     def delete(self, obj: str | Obj) -> None:
         self._plane.request("DELETE", f"{self.path}/{_id(obj)}")
 
