@@ -24,15 +24,9 @@ EMULATOR_STORE = "emulator"  # an endpoint whose workers use the emulator's own 
 
 def store_line() -> str:
     """The offload store this process is set to use, in words (never a credential)."""
-    location, where = config.store_choice()
-    if location is None:
-        return "offload store: the target's own (the local emulator's); RPREMOTE_STORE is not set"
-    from .client.stores import make
+    from .client.stores import describe_choice
 
-    try:
-        return f"offload store: {make(location).describe()} (set by {where})"
-    except ConfigError as e:
-        return f"offload store: {location.url()} (set by {where}), not usable here: {e}"
+    return f"offload store: {describe_choice()}"
 
 
 def _store_of(ep: dict[str, Any]) -> str:

@@ -164,3 +164,15 @@ def _sweep_quietly(store: Any) -> None:
 def _warn(line: str) -> None:
     if not config.settings().quiet:
         print(line, file=sys.stderr)
+
+
+def describe_choice() -> str:
+    """The offload store this process is set to use, in words: where it is and where its
+    credentials come from, never them (``%runpod config``, ``rpremote endpoints``)."""
+    location, where = config.store_choice()
+    if location is None:
+        return "the target's own (the local emulator's)"
+    try:
+        return f"{make(location).describe()} (set by {where})"
+    except ConfigError as e:
+        return f"{location.url()} (set by {where}), not usable here: {e}"

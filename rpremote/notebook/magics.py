@@ -286,17 +286,9 @@ def _runpod_key_shown() -> str:
 
 def _store_shown() -> str:
     """The offload store in words: where it is, where its credentials come from (never them)."""
-    from .. import config
+    from ..client.stores import describe_choice
 
-    location, where = config.store_choice()
-    if location is None:
-        return "the target's own (the local emulator's)"
-    from ..client.stores import make
-
-    try:
-        return f"{make(location).describe()}   (set by {where})"
-    except ConfigError as e:
-        return f"{location.url()}   (set by {where}), not usable here: {e}"
+    return describe_choice()
 
 
 def _named(fn: Any, name: str) -> Any:
