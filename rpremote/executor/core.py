@@ -269,13 +269,13 @@ class Executor:
 
     @staticmethod
     def _error_info(err: BaseException, tb: TracebackType | None, note: str = "") -> dict[str, Any]:
-        text = "".join(traceback.format_exception(type(err), err, tb))
+        try:  # described once: drawn here as the text, and by the client with the lines we lack
+            desc = tracebacks.describe(err, tb)
+            text, described = tracebacks.render(desc), {"tb": desc, "note": note}
+        except Exception:
+            text, described = "".join(traceback.format_exception(type(err), err, tb)), {}
         if note:
             text = f"({note})\n{text}"
-        try:  # drawn again by the client, with the source lines this worker lacks
-            described = {"tb": tracebacks.describe(err, tb), "note": note}
-        except Exception:
-            described = {}
         kind = protocol.EXCEPTION
         if isinstance(err, SystemExit):
             kind = protocol.SYSTEM_EXIT
