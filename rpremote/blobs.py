@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import protocol
+from .config import NO_STORE
 from .errors import OffloadError  # noqa: F401  (here too: where callers have long found it)
 from .platform import NETWORK_VOLUME_DIR
 from .private import make_dirs
@@ -284,7 +285,7 @@ def store_from_env(env: Mapping[str, str] | None = None) -> Any | None:
     """
     env = os.environ if env is None else env
     url = (env.get("RPREMOTE_STORE") or "").strip()
-    if url and url.lower() not in ("none", "default"):
+    if url.lower() not in NO_STORE:
         return _configured_store(url, env)
     directory = env.get("RPREMOTE_BLOB_DIR")
     if directory and env.get("RPREMOTE_BLOB_TRANSPORT") != "http" and os.access(directory, os.W_OK):
