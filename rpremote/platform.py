@@ -73,6 +73,37 @@ def worker_image(python: str) -> str:
     return f"{WORKER_IMAGE_REPO}:py{python}"
 
 
+@dataclass(frozen=True)
+class OfficialImage:
+    """An official RunPod image a fresh account can run with nothing built: rpremote's
+    endpoints use it by default, and its start command bootstraps rpremote (``bootstrap.py``)."""
+
+    tag: str
+    python: str  # major.minor of the image's `python`
+    cuda: str
+    torch: str
+
+
+# The default worker image per client Python minor (issue 15). Sources: these tags are the
+# ones RunPod's templates and users' Dockerfiles name; Python as reported by users of each
+# (runpod/pytorch:1.0.2-...-ubuntu2404 runs Ubuntu 24.04's Python 3.12.3). No official image
+# has Python 3.13 yet: a 3.13 client needs image= (docker/Dockerfile builds one).
+OFFICIAL_IMAGES = (
+    OfficialImage("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "3.11", "12.4.1",
+                  "2.4.0"),
+    OfficialImage("runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404", "3.12", "12.8.1", "2.8.0"),
+)
+OFFICIAL_IMAGE_OF_PYTHON = {i.python: i for i in OFFICIAL_IMAGES}
+
+
+def official_image(tag: str) -> OfficialImage | None:
+    """The official image ``tag`` names (``docker.io/`` prefixes ignored), or None."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if tag.startswith(prefix):
+            tag = tag[len(prefix):]
+    return next((i for i in OFFICIAL_IMAGES if i.tag == tag), None)
+
+
 # Distributions every worker has (the executor's own): never detected as dependencies, never
 # installed per call; cloudpickle's version is checked on its own (parity).
 WORKER_BASE_DISTRIBUTIONS = frozenset({"rpremote", "runpod", "cloudpickle"})
@@ -226,6 +257,9 @@ REST_V2_NAMES = frozenset({
 })
 REST_BODY_MAX_BYTES = 102_400  # §1.3: 413 above this, checked before authentication
 REST_V2_BASE_URL = "https://api.runpod.io"  # §1.1: every path starts /v2/ (RPREMOTE_RUNPOD_API)
+# The job API (contract §1): /v2/{endpoint_id}/run ...; an endpoint's requestUrls win when the
+# control plane returns them (RPREMOTE_RUNPOD_QUEUE).
+JOB_API_BASE_URL = "https://api.runpod.ai"
 REST_PAGE_LIMIT_MAX = 1000     # §1.6: limit 1-1000, default 1000 (serverless, templates)
 
 # Rate limits (§1.7): per user, three windows, every request counts against all three.

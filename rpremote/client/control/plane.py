@@ -38,6 +38,18 @@ def base_url_setting() -> tuple[str, str]:
     return rp.REST_V2_BASE_URL, "the default"
 
 
+QUEUE_URL_SETTING = "RPREMOTE_RUNPOD_QUEUE"
+
+
+def queue_url_setting() -> tuple[str, str]:
+    """The job API's base URL (``/v2/{endpoint_id}/run`` under it) and where it comes from;
+    an endpoint's own ``requestUrls`` win over it when the control plane returns them."""
+    url = os.environ.get(QUEUE_URL_SETTING, "").strip()
+    if url:
+        return url.rstrip("/"), f"${QUEUE_URL_SETTING}"
+    return rp.JOB_API_BASE_URL, "the default"
+
+
 class ControlPlane:
     """RunPod's control plane. ``request`` sends one call with the retries of ``exchange``;
     the resource families build on it. Use as a context manager, or ``close()``."""
