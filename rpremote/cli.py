@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         from .endpoints_cli import main as endpoints_main
 
         return endpoints_main(argv[1:])
+    if argv and argv[0] == "down":
+        from .down_cli import main as down_main
+
+        return down_main(argv[1:])
     if argv and argv[0] == "store":
         from .store_cli import main as store_main
 
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "       rpremote logs ID\n"
         "       rpremote cancel ID\n"
         "       rpremote endpoints [--json]\n"
+        "       rpremote down [--yes] [ENDPOINT ...]\n"
         "       rpremote store info|sweep [--older-than 7d] [--dry-run] [--store URL]\n"
         "       rpremote --version\n\n"
         "Run `rpremote serve --help` for the emulator's options.",

@@ -1,5 +1,7 @@
 """``rpremote endpoints``: the endpoints of the current target, their workers and queues.
 
+On the runpod target: the endpoints rpremote made in the account (``runpod_endpoints.py``).
+
 On the local target this asks the running emulator and never starts one (no emulator means
 no endpoints). Shared by the CLI and ``%runpod endpoints``. Each endpoint's offload store is
 shown by its location, and the store this process is set to use by its ``describe()``: where
@@ -38,8 +40,8 @@ def endpoint_rows() -> list[dict[str, Any]]:
     """One dict per endpoint: its spec plus the live worker and job counts."""
     target = config.target_name()
     if target != "local":
-        raise RpremoteError(f"listing endpoints on target {target!r} needs the RunPod "
-                            "provisioning work that has not landed; only 'local' is listed")
+        raise RpremoteError(f"endpoint_rows lists the local target's endpoints, not {target!r}'s "
+                            "(runpod_endpoints.listing lists RunPod's)")
     from .client.local import LocalEmulator
     from .client.queue import QueueClient
 
@@ -66,6 +68,14 @@ def _row(ep: dict[str, Any]) -> tuple[str, ...]:
 
 
 def print_endpoints(as_json: bool = False) -> int:
+    target = config.target_name()
+    if target == "runpod":
+        from .runpod_endpoints import print_listing
+
+        return print_listing(as_json)
+    if target != "local":
+        raise RpremoteError(f"`rpremote endpoints` lists the targets local and runpod, not "
+                            f"{target!r}")
     rows = endpoint_rows()
     if as_json:
         print(json.dumps(rows, indent=1))
@@ -84,11 +94,18 @@ def print_endpoints(as_json: bool = False) -> int:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rpremote endpoints",
                                 description="The endpoints of the current target, with their "
-                                            "workers and queues.")
-    p.add_argument("--json", action="store_true", help="one JSON list: specs and health")
+                                            "workers and queues. On target runpod: only the "
+                                            "endpoints rpremote made (the others are counted).")
+    p.add_argument("--json", action="store_true", help="JSON: a list of specs and health (local), or "
+                   "{endpoints, notOurs, problems} (runpod)")
     args = p.parse_args(argv)
     try:
         return print_endpoints(args.json)
     except RpremoteError as e:
-        print(f"rpremote endpoints: {e}", file=sys.stderr)
+        print(f"rpremote endpoints: {one_line(e)}", file=sys.stderr)
         return 1
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (a server's text may hold newlines)."""
+    return " ".join(str(error).split())
