@@ -41,8 +41,9 @@ class RemoteFunction(Generic[P, R]):
                  ttl_s: float | None = None, retries: Retries | None = None, *,
                  dependencies: tuple[Requirement, ...] = (), auto_dependencies: bool = True,
                  system_dependencies: tuple[str, ...] = (), result_device: str = "cpu",
-                 endpoint: str | None = None):
+                 endpoint: str | None = None, image: str | None = None):
         self.fn = fn
+        self.image = image  # the worker image on RunPod (None: the target's default)
         self.endpoint = endpoint  # an existing endpoint to use instead of one for ``resources``
         self.result_device = result_device
         self.resources = resources
@@ -189,6 +190,7 @@ class RemoteFunction(Generic[P, R]):
         target.blobs.ship(request)  # big pieces to the offload store (once), before sending
         reporter = default_reporter(ReportContext(kind=self.kind, blocking=blocking,
                                                   target=target.name, resources=self.resources))
+        reporter = target.watch(reporter, endpoint)  # a cold start on RunPod is never silent
         job = Job(target.queue, endpoint, secret=secret, name=self.fn.__name__,
                   reporter=journal.watching(reporter, target, self.resources, self.kind),
                   call_id=request["call"], retries=self.retries,
@@ -200,7 +202,7 @@ class RemoteFunction(Generic[P, R]):
         else the target's endpoint for this function's resources (created when missing)."""
         if self.endpoint:
             return target.existing_endpoint(self.endpoint)
-        return target.endpoint_for(self.resources)
+        return target.endpoint_for(self.resources, image=self.image)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the plain function here, for debugging."""
@@ -255,7 +257,7 @@ def remote(
     dependencies: list[str] | tuple[str, ...] | None = (), auto_dependencies: bool = True,
     system_dependencies: list[str] | None = None, env: dict[str, str] | None = None,
     ttl: float | None = None, retries: int | Retries | None = None, result_device: str = "cpu",
-    endpoint: str | None = None,
+    endpoint: str | None = None, image: str | None = None,
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
 
@@ -275,6 +277,7 @@ def remote(
     retries: int | Retries | None = None,
     result_device: str = "cpu",
     endpoint: str | None = None,
+    image: str | None = None,
 ):
     """Run the decorated function remotely.
 
@@ -298,6 +301,10 @@ def remote(
     ``"keep"`` (the device they were on, when this machine has it) or a device such as
     ``"cuda:0"``. ``endpoint``: the id of an existing endpoint that runs the rpremote executor
     (one you deployed); jobs go there instead of to an endpoint made for these resources.
+    ``image``: the container image of the function's RunPod endpoint (target ``runpod``):
+    by default an official RunPod image with this Python, which installs rpremote when a
+    worker starts; an image with rpremote baked in (``docker/Dockerfile``) starts faster.
+    ``configure(image=...)`` and ``$RPREMOTE_IMAGE`` set it for every function.
     """
     resources = make_resources(gpu=gpu, gpu_count=gpu_count, workers=workers,
                                idle_timeout=idle_timeout, env=env)
@@ -315,6 +322,9 @@ def remote(
         raise ConfigError(f"result_device: {e}") from None
     if endpoint is not None and (not isinstance(endpoint, str) or not endpoint.strip()):
         raise ConfigError(f"endpoint is an endpoint id (a non-empty string); got {endpoint!r}")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise ConfigError(f"image is a container image like 'runpod/pytorch:...' (a non-empty "
+                          f"string); got {image!r}")
 
     def wrap(f: Callable) -> RemoteFunction:
         if not callable(f):
@@ -325,7 +335,8 @@ def remote(
         return RemoteFunction(f, resources, timeout_s, ttl_s, retry_policy,
                               dependencies=requirements, auto_dependencies=detect,
                               system_dependencies=system, result_device=device,
-                              endpoint=endpoint.strip() if endpoint else None)
+                              endpoint=endpoint.strip() if endpoint else None,
+                              image=image.strip() if image else None)
 
     return wrap(fn) if fn is not None else wrap
 

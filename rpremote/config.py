@@ -34,6 +34,7 @@ class Settings:
     store_from: str = "configure(store=...)"  # the setting to name when the store is wrong
     # The RunPod API key; never shown (repr=False): only where it comes from is ever said.
     api_key: str | None = field(default=None, repr=False)
+    image: str | None = None  # the worker image on RunPod (beats $RPREMOTE_IMAGE)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +49,7 @@ def configure(
     reporter: Any = None,
     store: str | None = None,
     api_key: str | None = None,
+    image: str | None = None,
 ) -> None:
     """Choose the target, signing secret and offload store for this process.
 
@@ -58,18 +60,22 @@ def configure(
     ``"runpod-volume://VOLUME_ID[/PREFIX]"``, or ``"none"`` for the target's own store (the
     local emulator's); checked here, and against the store itself before the first job.
     ``api_key``: the RunPod API key (beats ``$RUNPOD_API_KEY`` and ``~/.runpod/config.toml``);
-    never shown, logged or sent to workers.
+    never shown, logged or sent to workers. ``image``: the container image of rpremote's
+    RunPod endpoints (beats ``$RPREMOTE_IMAGE``; ``image=`` on ``@remote`` beats both).
     """
     global _settings
     if target is not None:
         _check_target(target, "configure(target=...)")
     if store is not None:
         set_store(store, "configure(store=...)")
+    if image is not None and not image.strip():
+        raise ConfigError("configure(image=...) is empty; give a container image like "
+                          "'runpod/pytorch:...', or leave it out for the default")
     if api_key is not None and not api_key.strip():
         raise ConfigError("configure(api_key=...) is empty; give the RunPod API key (Settings > "
                           "API Keys in the console), or leave it out to use $RUNPOD_API_KEY")
     changes = {k: v for k, v in dict(target=target, secret=secret, quiet=quiet,
-                                     reporter=reporter,
+                                     reporter=reporter, image=image and image.strip(),
                                      api_key=api_key and api_key.strip()).items()
                if v is not None}
     _settings = replace(_settings, **changes)

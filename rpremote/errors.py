@@ -201,3 +201,8 @@ class CreateOutcomeUnknown(ControlPlaneError):
     """A create (POST) broke off after it was sent: it may or may not have been made. Creates
     are not idempotent, so it is not sent again blindly: list and match first
     (``create_or_find`` does)."""
+
+
+class WorkersUnhealthy(RpremoteError):
+    """An endpoint's workers cannot start (an image that cannot be pulled, a start command
+    that fails): the job waiting for them was cancelled; the message says why and what to do."""

@@ -177,7 +177,7 @@ def run_map(
     endpoint = rf._endpoint_on(target)
     base = default_reporter(ReportContext(kind="map", blocking=True, target=target.name,
                                           resources=rf.resources))
-    reporter = _LogsOnly(base)
+    reporter = target.watch(_LogsOnly(base), endpoint)
     recording = journal.watching(reporter, target, rf.resources, "map")
     on_update = getattr(base, "map_update", None)
     on_finished = getattr(base, "map_finished", None)

@@ -79,6 +79,7 @@ SCHEMAS = [  # (method, path pattern, body schema or None for no body)
     ("PATCH", rf"/v2/network-volumes/{ID}", VOLUME_UPDATE),
     ("GET", r"/v2/(serverless|templates|network-volumes)(/[A-Za-z0-9_%-]+)?", None),
     ("GET", rf"/v2/serverless/{ID}/workers", None),
+    ("GET", rf"/v2/serverless/{ID}/workers/{ID}/logs", None),  # §4.8, §2.1
     ("GET", r"/v2/catalog/(gpus|cpus|datacenters)(/[^/]+)?", None),
     ("DELETE", rf"/v2/(serverless|templates|network-volumes)/{ID}", None),
 ]
@@ -86,6 +87,8 @@ PAGED = re.compile(r"/v2/(serverless|templates)")
 QUERY = {"limit", "cursor", "include", "product", "count", "cloud", "countryCodes",
          "cudaVersions", "minCudaVersion", "vcpuCount", "regions", "networkVolumeTypes",
          "compliance", "globalNetwork"}  # §1.6, §6.1
+LOG_QUERY = {"source", "tail", "since"}  # §4.8, on the logs paths only
+LOGS = re.compile(rf"/v2/serverless/{ID}/workers/{ID}/logs")
 
 
 def _problems(schema, value, path="$") -> list[str]:
@@ -134,7 +137,7 @@ def contract_problems(recorded: list[dict]) -> list[str]:
                 out.append(f"{where}: an empty PATCH")
         if not req["auth"]:
             out.append(f"{where}: no bearer key")
-        unknown = set(req["params"]) - QUERY
+        unknown = set(req["params"]) - QUERY - (LOG_QUERY if LOGS.fullmatch(req["path"]) else set())
         if unknown or (req["params"].keys() & {"limit", "cursor"} and not PAGED.fullmatch(req["path"])):
             out.append(f"{where}: query {sorted(req['params'])} not documented here")
     return out

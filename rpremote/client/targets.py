@@ -1,4 +1,5 @@
-"""Which server runs the jobs, chosen once per process: ``local`` (default), ``runpod``, ``pod``.
+"""Which server runs the jobs, chosen once per process: ``local`` (default), ``runpod``
+(``runpod.py``), ``pod``.
 
 A target gives a queue client and turns a resource spec into an endpoint id. Asking for the
 cloud never falls back to local: a target that cannot be used raises and says why.
@@ -69,7 +70,9 @@ class LocalTarget:
             return DirectoryStore(directory)
         return HttpStore(self.emulator.url + where.get("url", "/rpremote/v1/blobs"), self.emulator.key)
 
-    def endpoint_for(self, resources: Resources) -> str:
+    def endpoint_for(self, resources: Resources, image: str | None = None) -> str:
+        """The emulator's endpoint for ``resources`` (made when missing). ``image`` is not
+        used: local workers run this interpreter and its packages."""
         secret, secret_file = config.secret_source()
         private_env = ({"RPREMOTE_SECRET_FILE": str(secret_file)} if secret_file
                        else {"RPREMOTE_SECRET": secret.decode()})
@@ -114,6 +117,11 @@ class LocalTarget:
         """Whether the workers can read what this client pickles: here they run this very
         interpreter, so always. (A RunPod target checks its image: ``parity.check_image``.)"""
 
+    def watch(self, reporter: Any, endpoint_id: str) -> Any:
+        """The reporter for a job on ``endpoint_id``: local workers start in a second, so there
+        is nothing to add (the RunPod target watches cold starts)."""
+        return reporter
+
     def alive(self) -> bool:
         """False once the emulator's process is gone (a pid check: microseconds)."""
         return self.emulator.alive()
@@ -140,7 +148,7 @@ _lock = threading.Lock()
 _current: tuple[str, object] | None = None
 
 
-def current() -> LocalTarget:
+def current() -> Any:
     """The target for this process, connected on first use."""
     global _current
     name = config.target_name()
@@ -150,7 +158,15 @@ def current() -> LocalTarget:
             if _current[1].alive():  # type: ignore[attr-defined]
                 return _current[1]  # type: ignore[return-value]
             stopped = _current[1]  # its emulator is gone: connect again, as on first use
-        if name in ("runpod", "pod"):
+        if name == "runpod":
+            from .runpod import RunPodTarget
+
+            target: Any = RunPodTarget()  # no key, or a refused one: raises, nothing made
+            if _current:
+                _current[1].close()  # type: ignore[attr-defined]
+            _current = (name, target)
+            return target
+        if name == "pod":
             raise TargetNotAvailable(
                 f"target {name!r} is not available yet in rpremote {_version()}: it needs the "
                 "RunPod provisioning work that has not landed. Nothing was sent. Use the "
