@@ -56,8 +56,9 @@ _UV_FROM_PIP = {"PIP_NO_INDEX": "UV_NO_INDEX", "PIP_FIND_LINKS": "UV_FIND_LINKS"
 def deps_root() -> Path:
     if os.environ.get(DEPS_DIR_ENV):
         return Path(os.environ[DEPS_DIR_ENV])
-    if os.path.isdir(rp.NETWORK_VOLUME_DIR):
-        return Path(rp.NETWORK_VOLUME_DIR) / "rpremote" / "deps"
+    volume = os.environ.get("RPREMOTE_VOLUME_MOUNT") or rp.NETWORK_VOLUME_DIR
+    if os.path.isdir(volume):
+        return Path(volume) / "rpremote" / "deps"
     return Path.home() / ".cache" / "rpremote" / "deps"
 
 

@@ -55,6 +55,13 @@ class EndpointSpec:
     startError: str | None = None
     # The endpoint's release (REST v2 §2.5): workers of an older one are replaced.
     release: int = 0
+    # An official image's clean environment (images.py): a virtual environment the worker
+    # command runs in, with a fresh container disk (HOME) per worker and none of the
+    # emulator's own environment. None: the worker runs with the emulator's interpreter.
+    pythonEnv: str | None = None
+    # The directory standing for the endpoint's network volume (/runpod-volume on RunPod),
+    # handed to its workers as RPREMOTE_VOLUME_MOUNT.
+    volumeMount: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -70,6 +77,8 @@ class EndpointSpec:
             )
         if self.workerCmd is not None and not shlex.split(self.workerCmd):
             problems.append("workerCmd is empty; give the command that starts one worker")
+        if self.pythonEnv is not None and not self.workerCmd:
+            problems.append("pythonEnv is the environment of a worker command; give workerCmd")
         if not 0 <= self.workersMin <= self.workersMax:
             problems.append(
                 f"need 0 <= workersMin <= workersMax (got {self.workersMin} and {self.workersMax})"

@@ -24,7 +24,8 @@ from .api_error import ApiError
 from .blobs import BlobService, blob_root
 from .config import EmulatorTimings, EndpointSpec
 from .store import Job, Store
-from .supervisor import Supervisor, WorkerProcess, describe_exit, new_worker_id
+from .supervisor import (Supervisor, WorkerProcess, clear_containers, describe_exit,
+                         new_worker_id)
 from .webhook import Webhooks
 
 log = logging.getLogger("rpremote.emulator")
@@ -85,6 +86,27 @@ class Worker:
 
 
 @dataclass
+class EndedWorker:
+    """A worker whose process ended, kept a while so its log still says why (logs.py)."""
+
+    worker: Worker
+    pid: int
+    log_path: Path
+    code: int
+    retired: bool                    # the emulator asked it to stop
+    ended_at: float = field(default_factory=time.time)
+
+    def describe(self) -> str:
+        why = ("it was asked to stop" if self.retired else
+               "its start command ended" if self.code == 0 else "its start command failed")
+        return f"worker {self.worker.id} exited ({describe_exit(self.code)}): {why}"
+
+
+ENDED_KEEP_S = 600.0   # how long an ended worker's log stays readable
+ENDED_KEEP_MAX = 200   # and how many are kept at most
+
+
+@dataclass
 class EndpointState:
     spec: EndpointSpec
     queue_signal: Signal = field(default_factory=Signal)
@@ -126,6 +148,7 @@ class Engine:
         self.job_signals: dict[str, Signal] = {}
         self.webhooks = Webhooks(timings.webhook_retry_delay_s)
         self.deleted: dict[str, EndpointState] = {}
+        self.ended: dict[str, EndedWorker] = {}  # worker id -> its process's end
         self.closing = False
         self.last_client_request = time.monotonic()
         self._housekeeper: asyncio.Task | None = None
@@ -134,6 +157,7 @@ class Engine:
                                  total_max_bytes=timings.blob_total_max_mb * 1024 ** 2)
         for spec in self.store.endpoints().values():
             self.put_endpoint(EndpointSpec.from_dict(spec), persist=False)
+        clear_containers(state_dir)  # left by an emulator that was killed
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -589,7 +613,15 @@ class Engine:
                 del self.deleted[ep.spec.id]
 
     def _check_workers(self, now: float) -> None:
+        starting = {wid for ep in [*self.endpoints.values(), *self.deleted.values()]
+                    if ep.supervisor for wid in ep.supervisor.procs}
         for w in list(self.workers.values()):
+            if not w.ready and w.id in starting:
+                # Its process runs and has not asked for work yet: it is still starting (an
+                # official image's start command installs packages first), not lost. If it
+                # never gets there, its exit is reaped.
+                w.last_seen = now
+                continue
             if now - w.last_seen > self.timings.lost_after_s:
                 self._worker_lost(
                     w.id, f"no heartbeat or request for {self.timings.lost_after_s:g} s"
@@ -620,6 +652,9 @@ class Engine:
             w = self.workers.get(wp.worker_id)
             retiring = w is not None and w.draining
             crashed = not retiring and (code != 0 or w is None or not w.ready)
+            self._remember_end(w or Worker(wp.worker_id, ep.spec.id, supervised=True,
+                                           created_at=wp.started_at), wp, code,
+                               retiring or wp.retiring_since is not None, now)
             self._worker_lost(wp.worker_id, f"its process ended ({describe_exit(code)})")
             if crashed:
                 ep.crashes += 1
@@ -629,6 +664,14 @@ class Engine:
                     "worker %s of %s ended unexpectedly (%s); its log: %s",
                     wp.worker_id, ep.spec.id, describe_exit(code), wp.log_path,
                 )
+
+    def _remember_end(self, w: Worker, wp: WorkerProcess, code: int, retired: bool,
+                      now: float) -> None:
+        self.ended[w.id] = EndedWorker(w, wp.pid, wp.log_path, code, retired, now)
+        old = [wid for wid, e in self.ended.items() if now - e.ended_at > ENDED_KEEP_S]
+        old += list(self.ended)[:max(0, len(self.ended) - len(old) - ENDED_KEEP_MAX)]
+        for wid in old:
+            self.ended.pop(wid, None)
 
     def _scale(self, ep: EndpointState, now: float) -> None:
         """Start and retire worker processes as the endpoint's scaler settings say (§3.2)."""
@@ -714,7 +757,8 @@ class Engine:
 
 
 def _process_settings(spec: EndpointSpec) -> tuple:
-    return (spec.workerCmd, spec.env, spec.cwd, spec.gpu, spec.release)
+    return (spec.workerCmd, spec.env, spec.cwd, spec.gpu, spec.release, spec.pythonEnv,
+            spec.volumeMount)
 
 
 def _policy_ms(policy: dict, key: str, default: int, low: int, high: int) -> int:

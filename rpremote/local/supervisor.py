@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import string
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class WorkerProcess:
     log_path: Path
     started_at: float = field(default_factory=time.time)
     retiring_since: float | None = None
+    container: Path | None = None  # its container disk (official images), removed when reaped
 
     @property
     def pid(self) -> int:
@@ -76,9 +79,38 @@ class Supervisor:
         self.blob_dir = blob_dir or state_dir / "blobs"
         self.home = state_dir / "worker-home"
         self.log_dir = state_dir / "logs" / spec.id
+        self.containers = containers_root(state_dir)
         self.procs: dict[str, WorkerProcess] = {}
 
     def worker_env(self, worker_id: str) -> dict[str, str]:
+        if self.spec.pythonEnv:
+            env = self._clean_env()
+        else:
+            env = self._emulator_env()
+        env.pop("RPREMOTE_VOLUME_MOUNT", None)  # a volume is the endpoint's, never inherited
+        env.update(self.spec.env)
+        if self.spec.volumeMount:
+            env["RPREMOTE_VOLUME_MOUNT"] = self.spec.volumeMount
+        env.update(worker_urls(self.base_url, self.spec.id, self.spec.gpu))
+        env.update(
+            RUNPOD_AI_API_KEY=self.worker_token,
+            RUNPOD_POD_ID=worker_id,
+            RUNPOD_POD_HOSTNAME=f"{worker_id}-local",
+            RUNPOD_ENDPOINT_ID=self.spec.id,
+            RUNPOD_PING_INTERVAL=str(max(1000, self.timings.ping_interval_ms)),
+            RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
+            RUNPOD_SKIP_GPU_CHECK="true",
+            RUNPOD_LOG_LEVEL=env.get("RPREMOTE_WORKER_LOG_LEVEL",
+                                     os.environ.get("RPREMOTE_WORKER_LOG_LEVEL", "WARN")),
+            # A clean HOME: the SDK prefers ~/.runpod/config.toml's key over ours. For an
+            # official image: the worker's own container disk.
+            HOME=str(self.container_dir(worker_id) if self.spec.pythonEnv else self.home),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _emulator_env(self) -> dict[str, str]:
+        """A worker of a mapped image: the emulator's environment, interpreter and store."""
         # RPREMOTE_STORE too: the store a worker uses is the one its endpoint's spec names
         # (the client puts it there), never one the emulator happened to inherit from the
         # process that started it -- that process's store may not be this endpoint's.
@@ -90,45 +122,70 @@ class Supervisor:
         # with the worker's own key (rpremote.blobs.store_from_env).
         env["RPREMOTE_BLOB_DIR"] = str(self.blob_dir)
         env["RPREMOTE_BLOB_URL"] = f"{self.base_url}/rpremote/v1/blobs"
-        env.update(self.spec.env)
-        env.update(worker_urls(self.base_url, self.spec.id, self.spec.gpu))
-        env.update(
-            RUNPOD_AI_API_KEY=self.worker_token,
-            RUNPOD_POD_ID=worker_id,
-            RUNPOD_POD_HOSTNAME=f"{worker_id}-local",
-            RUNPOD_ENDPOINT_ID=self.spec.id,
-            RUNPOD_PING_INTERVAL=str(max(1000, self.timings.ping_interval_ms)),
-            RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
-            RUNPOD_SKIP_GPU_CHECK="true",
-            RUNPOD_LOG_LEVEL=env.get("RPREMOTE_WORKER_LOG_LEVEL", "WARN"),
-            # A clean HOME: the SDK prefers ~/.runpod/config.toml's key over ours.
-            HOME=str(self.home),
-            PYTHONUNBUFFERED="1",
-        )
         return env
+
+    def _clean_env(self) -> dict[str, str]:
+        """A worker of an official image: a fresh container of it. Its `python` and `pip` are
+        the image's clean environment's; nothing of the emulator's Python setup, rpremote
+        settings or offload store comes along (on RunPod there is none: the endpoint's env
+        names the store). What reaches the network (proxies, certificates, PIP_* index
+        settings) is kept, and pip's cache is the emulator user's: it stands for the package
+        registry's bandwidth, not for container state."""
+        assert self.spec.pythonEnv
+        own_bins = _emulator_bins()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("RUNPOD_", "RPREMOTE_", "XDG_")) and k not in _PYTHON_VARS}
+        if "PIP_CACHE_DIR" not in env and "PIP_NO_CACHE_DIR" not in env:
+            env["PIP_CACHE_DIR"] = str(user_pip_cache())
+        system_path = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
+                       if p and _norm(p) not in own_bins]
+        env["PATH"] = os.pathsep.join([str(Path(self.spec.pythonEnv) / "bin"), *system_path])
+        env["VIRTUAL_ENV"] = self.spec.pythonEnv
+        return env
+
+    def container_dir(self, worker_id: str) -> Path:
+        """A worker's container disk (its HOME): made fresh, removed when the worker goes."""
+        return self.containers / worker_id
 
     def spawn(self) -> WorkerProcess:
         assert self.spec.workerCmd
         worker_id = new_worker_id()
         private_dir(self.home, top=self.state_dir)
         private_dir(self.log_dir, top=self.state_dir)
+        if self.spec.volumeMount:
+            private_dir(self.spec.volumeMount, top=self.state_dir)
         log_path = self.log_dir / f"{worker_id}.log"
+        command = shlex.split(self.spec.workerCmd)
+        cwd = self.spec.cwd or None
+        container = None
+        if self.spec.pythonEnv:
+            container = self.container_dir(worker_id)
+            _remove(container)
+            private_dir(container, top=self.state_dir)
+            private_dir(Path(self.spec.pythonEnv).parent, top=self.state_dir)
+            # The worker's process makes the clean environment first when it is missing (once;
+            # the server does not wait for it), then becomes the start command.
+            command = [sys.executable, "-m", "rpremote.local.images", "ensure",
+                       self.spec.pythonEnv, "--", *command]
+            # A container starts in a directory of its own, never the emulator's (whose files,
+            # a checkout of rpremote say, `python -c` would import).
+            cwd = self.spec.cwd or str(container)
         cmd = [
             sys.executable, "-m", "rpremote.local.reaper",
-            str(self.timings.worker_term_grace_s), "--", *shlex.split(self.spec.workerCmd),
+            str(self.timings.worker_term_grace_s), "--", *command,
         ]
         with open(private_file(log_path), "ab") as log:
             proc = subprocess.Popen(
                 cmd,
                 env=self.worker_env(worker_id),
-                cwd=self.spec.cwd or None,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C at the emulator's terminal is the emulator's
                 umask=UMASK,  # what the worker writes (caches, its home) is private
             )
-        wp = WorkerProcess(worker_id, proc, log_path)
+        wp = WorkerProcess(worker_id, proc, log_path, container=container)
         self.procs[worker_id] = wp
         return wp
 
@@ -152,6 +209,8 @@ class Supervisor:
                     _signal(wp.proc, signal.SIGKILL)
                 continue
             del self.procs[wid]
+            if wp.container is not None:  # may be big (what it installed): not on the loop
+                threading.Thread(target=_remove, args=(wp.container,), daemon=True).start()
             gone.append((wp, code))
         return gone
 
@@ -165,7 +224,58 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 _signal(wp.proc, signal.SIGKILL)
                 wp.proc.wait()
+            if wp.container is not None:
+                _remove(wp.container)
         self.procs.clear()
+
+
+def containers_root(state_dir: Path) -> Path:
+    """Where the container disks of official images' workers are (one per live worker)."""
+    return state_dir / "containers"
+
+
+def clear_containers(state_dir: Path) -> None:
+    """Remove container disks left by an emulator that stopped without removing them (in a
+    thread: they may be big; new workers have new ids, so nothing of theirs is touched)."""
+    root = containers_root(state_dir)
+    try:
+        left = [root / name for name in os.listdir(root)]
+    except OSError:
+        return
+    if left:
+        threading.Thread(target=lambda: [_remove(p) for p in left], daemon=True).start()
+
+
+def user_pip_cache() -> Path:
+    """pip's cache of the emulator's user (where pip itself would put it on Linux)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "pip" if xdg else Path(os.path.expanduser("~")) / ".cache" / "pip"
+
+
+# What makes a Python run somebody else's setup: never in an official image's worker.
+_PYTHON_VARS = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE",
+                          "PYTHONSAFEPATH", "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT", "CONDA_PREFIX",
+                          "__PYVENV_LAUNCHER__"})
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(os.path.realpath(path))
+
+
+def _emulator_bins() -> set[str]:
+    """The emulator's own environment's bin directories (its venv's), left out of PATH."""
+    bins = set()
+    if sys.prefix != sys.base_prefix:
+        bins.add(_norm(str(Path(sys.prefix) / "bin")))
+        bins.add(_norm(str(Path(sys.executable).parent)))
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        if os.environ.get(var):
+            bins.add(_norm(str(Path(os.environ[var]) / "bin")))
+    return bins
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

@@ -4,9 +4,11 @@
 ``container`` lines are what the worker process printed (its log file under ``<state>/logs``);
 ``system`` lines are the emulator's about it: that it started, or why it cannot (the failed
 "pull" of an image the emulator has no command for: how a caller learns why a worker is
-UNHEALTHY). Query: ``source``, ``tail`` (0-5000, default 100; 0 = live only), ``since``
-(RFC 3339); ``Last-Event-ID`` resumes after that event. The stream follows the log until the
-worker is gone. Each frame: ``id: <ts>/<12-digit sequence>`` and ``data: {"ts", "source",
+UNHEALTHY), and that its process exited, with its exit code (how a caller learns why a start
+command failed: the log of a worker that ended stays readable a while, ``engine.ENDED_KEEP_S``).
+Query: ``source``, ``tail`` (0-5000, default 100; 0 = live only), ``since`` (RFC 3339);
+``Last-Event-ID`` resumes after that event. The stream follows the log until the worker is
+gone. Each frame: ``id: <ts>/<12-digit sequence>`` and ``data: {"ts", "source",
 "line"}`` (CONFLICT §9.1.18: the text says the id is the ``ts``, the example adds the sequence;
 we send the example's form, which also makes ids unique).
 """
@@ -95,15 +97,19 @@ async def worker_logs(cp: ControlPlane, request: Request, body: Any) -> Response
     record = _record(cp, request.path_params["id"])
     endpoint_id, worker_id = record["object"]["id"], request.path_params["worker"]
     found = [w for w, _ in workers_of(cp, record) if w.id == worker_id]
-    if not found:
+    ended = cp.engine.ended.get(worker_id)
+    if ended is not None and ended.worker.endpoint != endpoint_id:
+        ended = None
+    if not found and ended is None:
         raise not_found("worker", worker_id)
-    worker = found[0]
+    worker = found[0] if found else ended.worker
     source, tail, since, resume = _params(request)
     ep = cp.engine.endpoints.get(endpoint_id)
     proc = ep.supervisor.procs.get(worker_id) if ep and ep.supervisor else None
+    pid = proc.pid if proc else ended.pid if ended else None
     system = [f"worker {worker_id} cannot start: {worker.unhealthy}"] if worker.placeholder else \
-        [f"worker {worker_id} started{f' (pid {proc.pid})' if proc else ''}"]
-    log = _LogFile(proc.log_path if proc else None)
+        [f"worker {worker_id} started{f' (pid {pid})' if pid else ''}"]
+    log = _LogFile(proc.log_path if proc else ended.log_path if ended else None)
 
     def alive() -> bool:
         w = cp.engine.workers.get(worker_id)
@@ -114,6 +120,8 @@ async def worker_logs(cp: ControlPlane, request: Request, body: Any) -> Response
         if log.path is not None:
             mtime = log.path.stat().st_mtime if log.path.exists() else time.time()
             history += [(mtime, "container", line) for line in log.read()]
+        if ended is not None:
+            history.append((ended.ended_at, "system", ended.describe()))
         seq = 0
         shown = []
         for ts, src, line in history:
@@ -134,6 +142,11 @@ async def worker_logs(cp: ControlPlane, request: Request, body: Any) -> Response
                 if resume is None or seq > resume:
                     yield _frame(seq, time.time(), "container", line)
             if not running:
+                end = cp.engine.ended.get(worker_id)
+                if ended is None and end is not None and source in (None, "system"):
+                    seq += 1  # it ended while followed: say how
+                    if resume is None or seq > resume:
+                        yield _frame(seq, end.ended_at, "system", end.describe())
                 return
             if time.monotonic() - beat > HEARTBEAT_S:
                 beat = time.monotonic()

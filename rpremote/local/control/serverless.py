@@ -2,10 +2,12 @@
 
 The API object is stored as given (``Store`` resources) and turned into the engine's
 ``EndpointSpec``: workers min/max and idle timeout, the scaler, the execution timeout, env, the
-GPU pools as the workers' label, and the command of its image (``images.py``). An image with
-no command still makes an endpoint: its workers are shown unhealthy with the reason, as RunPod
-shows workers whose image cannot be pulled, and its jobs wait in the queue. A container or
-compute change is a new release: the running workers are replaced (§2.5).
+GPU pools as the workers' label, the command of its image (``images.py``: for an official
+RunPod image, the endpoint's own start command in the image's clean environment) and its
+network volume's directory. An image with no command still makes an endpoint: its workers are
+shown unhealthy with the reason, as RunPod shows workers whose image cannot be pulled, and its
+jobs wait in the queue. A container or compute change is a new release: the running workers
+are replaced (§2.5).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .paging import page
 from .plane import ENDPOINT, ControlPlane, json_response, rfc3339, root_url
 from .problems import Problem, invalid, not_found
 from .schema import Arr, Int, Num, Obj, Str, Tagged, check
-from .volumes import volume_object
+from .volumes import volume_dir, volume_object
 
 ENDPOINT_TYPES = ("QUEUE", "LOAD_BALANCER")
 FLASHBOOT = ("OFF", "FLASHBOOT", "PRIORITY_FLASHBOOT")
@@ -118,15 +120,15 @@ def _gpu_types(gpu: dict[str, Any]) -> list[str]:
 
 
 def _check_compute(obj: dict[str, Any]) -> None:
-    """The cross-field rules of ``gpu`` / ``cpu`` (§2.2): 400s."""
+    """The cross-field rules of ``gpu`` / ``cpu`` (§2.2): 400s (an unknown pool: 422)."""
     gpu, cpu = obj.get("gpu"), obj.get("cpu")
     if (gpu is None) == (cpu is None):
         raise Problem(400, "give exactly one of gpu (GPU pools) and cpu (CPU flavours)")
     if gpu is not None:
         unknown = [p for p in gpu["pools"] if p not in rp.GPU_POOLS]
-        if unknown:  # GAP (§9.2): the status of an invalid pool id; a 400 listing valid ones
-            raise Problem(400, f"unknown GPU pool(s) {', '.join(unknown)}; gpu.pools takes pool "
-                               f"ids (not GPU type ids): {', '.join(rp.GPU_POOLS)}")
+        if unknown:  # an invalid pool id is a validation error (422) listing the valid ones
+            raise invalid([f"$.gpu.pools: unknown GPU pool(s) {', '.join(unknown)}; gpu.pools "
+                           f"takes pool ids (not GPU type ids): {', '.join(rp.GPU_POOLS)}"])
         members = {t for p in gpu["pools"] for t in rp.GPU_POOLS[p].gpu_types}
         stray = [t for t in gpu.get("excludedTypes", []) if t not in members]
         if stray:
@@ -252,10 +254,15 @@ def _check_cpu_counts(body: dict[str, Any]) -> None:
 def spec_for(cp: ControlPlane, record: dict[str, Any]) -> EndpointSpec:
     """The emulator endpoint that plays this API object."""
     obj = record["object"]
-    command = cp.images.command(obj["image"])
-    why = None if command else cp.images.why_not(obj["image"])
+    start = cp.images.start(obj["image"], [*obj.get("entrypoint", []), *obj.get("cmd", [])],
+                            cp.engine.state_dir)
+    command, why, python_env = start.command, start.error, start.python_env
     if obj["type"] == "LOAD_BALANCER":
-        command, why = None, LB_NOT_EMULATED
+        command, why, python_env = None, LB_NOT_EMULATED, None
+    # The first network volume is the one mounted (one per data center; the workers run in
+    # the first one's, as workers_of shows).
+    mount = (str(volume_dir(cp.engine.state_dir, obj["networkVolumes"][0]))
+             if obj.get("networkVolumes") else None)
     scaling = obj["scaling"]
     value = scaling.get("queueDelay", scaling.get("requestCount"))
     timeout = obj["timeout"]
@@ -270,7 +277,7 @@ def spec_for(cp: ControlPlane, record: dict[str, Any]) -> EndpointSpec:
         # a job's own policy.executionTimeout has.
         executionTimeoutMs=rp.EXECUTION_TIMEOUT_DEFAULT_MS if timeout == 0 else
         max(rp.EXECUTION_TIMEOUT_MIN_MS, min(rp.EXECUTION_TIMEOUT_MAX_MS, timeout)),
-        release=record["releases"][-1][0],
+        release=record["releases"][-1][0], pythonEnv=python_env, volumeMount=mount,
     )
 
 

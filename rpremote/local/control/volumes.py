@@ -3,11 +3,16 @@
 Create ``{name, size (GB, 10-4096), dataCenter, type?}``; the data center must have network
 volumes (else 400 listing those that do, OBSERVED); ``type`` defaults to its first tier and
 never changes; PATCH ``{name?, size?}`` (at least one); a volume only grows (400).
-Not paginated.
+Not paginated. A volume's files are a private directory, ``<state>/volumes/<id>/``: every
+worker of an endpoint that mounts the volume gets it as ``RPREMOTE_VOLUME_MOUNT`` (the stand-in
+for ``/runpod-volume``); deleting the volume removes it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -23,6 +28,12 @@ SIZE = Int(minimum=rp.VOLUME_SIZE_MIN_GB, maximum=rp.VOLUME_SIZE_MAX_GB)
 CREATE = Obj({"name": Str(min_len=1), "size": SIZE, "dataCenter": Str(min_len=1),
               "type": Str(enum=VOLUME_TYPES)}, required=("name", "size", "dataCenter"))
 UPDATE = Obj({"name": Str(min_len=1), "size": SIZE}, min_props=1)
+
+
+def volume_dir(state_dir: str | Path, volume_id: str) -> Path:
+    """The directory standing for a volume's files (``/runpod-volume`` in a worker): made
+    when a worker mounts it, removed with the volume."""
+    return Path(state_dir) / "volumes" / volume_id
 
 
 def volume_object(cp: ControlPlane, volume_id: str) -> dict[str, Any] | None:
@@ -94,4 +105,5 @@ async def delete_volume(cp: ControlPlane, request: Request, body: Any) -> Respon
         raise Problem(400, f"network volume {volume_id} is in use by serverless endpoint(s) "
                            f"{', '.join(users)}; detach it first (PATCH networkVolumes)")
     cp.store.delete_resource(VOLUME, volume_id)
+    await asyncio.to_thread(shutil.rmtree, volume_dir(cp.engine.state_dir, volume_id), True)
     return Response(status_code=204)
