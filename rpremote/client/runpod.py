@@ -21,6 +21,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -41,6 +42,8 @@ from .queue import QueueClient
 
 SPEC_ENV = "RPREMOTE_SPEC"
 SIGNER_ENV = "RPREMOTE_SIGNER"  # a digest of the signing secret the workers hold
+VOLUME_SETTING = "RPREMOTE_VOLUME"  # a network volume to attach for caches (not payloads)
+VOLUME_ID_ENV = "RPREMOTE_VOLUME_ID"  # in the endpoint's env: the volume its workers mount
 SCALER_DELAY_S = 4  # QUEUE_DELAY: a new worker after a job waited this long
 CPU_WORKER = {"id": "cpu3c", "vcpuCount": 2}  # gpu=None: the smallest serverless CPU worker
 NO_STORE_HINT = ("arguments and results of 10 MB or more need a store on RunPod: set "
@@ -114,7 +117,7 @@ class RunPodTarget:
         self._endpoints: dict[str, dict[str, Any]] = {}  # endpoint name -> the API object
         self._created: set[str] = set()  # ids this process created (deleted if unusable)
         self._shippers: dict[int, Shipper] = {}
-        self._announced: set[str] = set()
+        self._volume_dcs: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- the store ----------------------------------------------------------------------------
@@ -151,6 +154,11 @@ class RunPodTarget:
                 volume = (location.bucket, location.dc)
             else:
                 env.update(store.credential_env())
+        volume = self._cache_volume(volume)
+        if volume is not None:
+            # The volume joins the endpoint's identity: its workers mount it.
+            resources = dataclasses.replace(resources, env=tuple(sorted(
+                {**dict(resources.env), VOLUME_ID_ENV: volume[0]}.items())))
         env.update(dict(resources.env))
         wheel = None
         if choice.bootstraps:
@@ -168,6 +176,32 @@ class RunPodTarget:
             self._endpoints[name] = endpoint
         self._adopt_queue(endpoint)
         return endpoint["id"]
+
+    def _cache_volume(self, store_volume: tuple[str, str] | None) -> tuple[str, str] | None:
+        """``(volume id, data center)`` to attach: the store's volume, else ``$RPREMOTE_VOLUME``
+        (a network volume for caches only: the installed rpremote and dependencies), whose
+        data center is asked of the API. Both set and different: ``ConfigError``."""
+        wanted = os.environ.get(VOLUME_SETTING, "").strip()
+        if not wanted:
+            return store_volume
+        if store_volume is not None and store_volume[0] != wanted:
+            raise ConfigError(
+                f"${VOLUME_SETTING}={wanted} and the store's network volume {store_volume[0]} "
+                "differ; an endpoint mounts one volume per data center. Nothing was created: "
+                f"unset {VOLUME_SETTING}, or use the same volume")
+        dc = self._volume_dcs.get(wanted)
+        if dc is None:
+            try:
+                dc = self.plane.volumes.data_center(wanted)
+            except ResourceNotFound:
+                raise ConfigError(f"${VOLUME_SETTING}={wanted}: no network volume with that id "
+                                  "under this API key; nothing was created (RunPod's console "
+                                  "lists them under Storage)") from None
+            if dc is None:
+                raise ConfigError(f"${VOLUME_SETTING}={wanted}: the API gave no data center "
+                                  "for it; nothing was created")
+            self._volume_dcs[wanted] = dc
+        return wanted, dc
 
     def _upload_wheel(self, store: Any, name: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
