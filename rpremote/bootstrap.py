@@ -3,7 +3,9 @@
 An official RunPod image has Python, pip and CUDA, and no rpremote. The client makes this
 file the endpoint's start command (``python -c <this source>``, ``client/runpod_image.py``)
 and says what to install in ``RPREMOTE_BOOTSTRAP`` (JSON, no secrets):
-``{"version", "python", "requirements": [...], "wheel": {"name", "sha256"} | null}``.
+``{"version", "python", "requirements": [...], "wheel": {"name", "sha256"} | null}``, and
+``"run"``: what to start once rpremote is there (``python`` arguments; default the executor,
+a Serverless worker; a Pod starts ``rpremote serve``).
 
 - ``requirements`` are rpremote's dependencies pinned to the client's own versions, so the
   worker unpickles with what the client pickled with (cloudpickle above all);
@@ -204,8 +206,9 @@ def main():
     site = prepare(plan)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
-    say(f"starting the executor (rpremote {plan['version']}, Python {python})")
-    os.execve(sys.executable, [sys.executable, "-m", "rpremote.executor"], env)
+    run = plan.get("run") or ["-m", "rpremote.executor"]  # a Pod: ["-m", "rpremote", "serve", ...]
+    say(f"starting {' '.join(run[1:3])} (rpremote {plan['version']}, Python {python})")
+    os.execve(sys.executable, [sys.executable, *run], env)
 
 
 if __name__ == "__main__":

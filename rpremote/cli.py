@@ -38,6 +38,12 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-shutdown", type=float, default=None, metavar="SECONDS",
                    help="exit after this long without client requests or jobs "
                         "(the server rpremote starts on its own uses this)")
+    p.add_argument("--idle-stop", default=None, metavar="DURATION",
+                   help="in a RunPod Pod: stop the Pod after this long (90s, 30m, 2h) without "
+                        "requests or jobs, through the API with the Pod's own key")
+    p.add_argument("--max-hours", type=float, default=None, metavar="H",
+                   help="in a RunPod Pod: stop the Pod H hours after the server started, busy "
+                        "or not (its unfinished jobs fail with a note saying why)")
     p.add_argument("--no-resume-queue", action="store_true",
                    help="fail, instead of running, the jobs a previous server left queued in "
                         "--state (the server rpremote starts on its own: their callers were "
@@ -177,6 +183,15 @@ def serve_main(argv: list[str]) -> int:
         except ValueError as err:
             print(f"rpremote serve: endpoint {e.name}: {err}", file=sys.stderr)
             return 2
+    from .durations import seconds
+    from .errors import ConfigError
+
+    try:
+        idle_stop_s = seconds(args.idle_stop) if args.idle_stop else None
+    except ConfigError as err:
+        _serve_parser().error(f"--idle-stop: {err}")
+    if args.max_hours is not None and args.max_hours <= 0:
+        _serve_parser().error("--max-hours is a positive number of hours")
     timings = EmulatorTimings(
         take_hold_s=args.take_hold, stop_hold_s=args.stop_hold, stream_hold_s=args.stream_hold,
         ping_interval_ms=args.ping_interval, lost_after_s=args.lost_after,
@@ -191,7 +206,7 @@ def serve_main(argv: list[str]) -> int:
             state_dir=args.state or data_dir() / "emulator", api_key=args.api_key,
             endpoints=specs, timings=timings, explicit_host=args.host is not None,
             idle_shutdown_s=args.idle_shutdown, resume_queue=not args.no_resume_queue,
-            images=images,
+            images=images, idle_stop_s=idle_stop_s, max_hours=args.max_hours,
         )
     except ServeError as err:
         print(f"rpremote serve: {err}", file=sys.stderr)

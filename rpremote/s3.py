@@ -49,6 +49,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Mapping
 
 from . import platform
+from .durations import seconds
 from .errors import ConfigError, OffloadError
 
 MiB = 1024 * 1024
@@ -947,13 +948,8 @@ class S3Store:
 
 
 def age_seconds(text: str) -> float:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` or plain seconds -> seconds
-    (for ``rpremote store sweep --older-than``); ``ConfigError`` otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
-    if not match:
-        raise ConfigError(f"{text!r} is not an age: a number with s, m, h, d or w (7d, 12h)")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400,
-                              "w": 7 * 86400}[match[2]]
+    """An age for ``rpremote store sweep --older-than`` (``durations.seconds``)."""
+    return seconds(text)
 
 
 __all__ = ["StoreLocation", "parse_store", "S3Store", "age_seconds", "DEFAULT_SWEEP_AGE_S",

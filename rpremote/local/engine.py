@@ -212,6 +212,17 @@ class Engine:
                 self._finish(job, rp.FAILED, error="the emulator stopped while this job was "
                              "queued; it was not run (a new emulator does not resume its queue)")
 
+    def fail_unfinished(self, reason: str) -> int:
+        """Fail every queued and running job with ``reason`` (a Pod about to stop itself:
+        its callers are told why instead of waiting on a server that is going away)."""
+        jobs = [*self.store.in_progress(), *self.store.queued()]
+        for job in jobs:
+            running = job.status == rp.IN_PROGRESS
+            self._finish(job, rp.FAILED, error=reason)
+            if running:
+                self._stop_on_worker(job.worker_id, job.id)
+        return len(jobs)
+
     # -- endpoints ----------------------------------------------------------------------------
 
     def put_endpoint(self, spec: EndpointSpec, persist: bool = True) -> EndpointState:

@@ -28,6 +28,7 @@ from .config import EmulatorTimings, EndpointSpec
 from .engine import Engine
 from .images import ImageMap
 from .keys import resolve_api_key
+from .pod_self import PodGuard
 from .store import Store
 
 STATE_FILE = "server.json"
@@ -65,13 +66,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+PORT_MAP_SETTING = "RPREMOTE_PORT_MAP"
+
+
+def emulated_port(host: str, port: int) -> tuple[str, int]:
+    """Where to listen: ``(host, port)``, unless the emulator runs this server as a Pod's
+    process (``RPREMOTE_PORT_MAP``, ``{"8000": 41234}``): then the Pod's port is the host
+    port the emulator's proxy forwards to, on loopback (Pods there share one machine)."""
+    try:
+        mapped = json.loads(os.environ.get(PORT_MAP_SETTING) or "{}").get(str(port))
+    except (ValueError, AttributeError):
+        mapped = None
+    return ("127.0.0.1", int(mapped)) if mapped else (host, port)
+
+
 class _Server(uvicorn.Server):
     """uvicorn, but a shutdown signal first answers the held long-polls."""
 
     engine: Engine
     idle_shutdown_s: float | None = None
+    pod_guard: "PodGuard | None" = None
 
     async def on_tick(self, counter: int) -> bool:
+        if self.pod_guard is not None and counter % 10 == 0 and not self.should_exit:
+            why = self.pod_guard.due()  # on the loop: it may fail jobs through the engine
+            if why:  # the stop request blocks: off the event loop
+                await asyncio.get_running_loop().run_in_executor(None, self.pod_guard.stop, why)
         if self.idle_shutdown_s and counter % 10 == 0 and not self.should_exit:
             if self.engine.idle_for() > self.idle_shutdown_s:
                 logging.getLogger("rpremote").info(
@@ -103,6 +123,8 @@ def serve(
     out=sys.stdout,
     resume_queue: bool = True,
     images: dict[str, str] | None = None,
+    idle_stop_s: float | None = None,
+    max_hours: float | None = None,
 ) -> int:
     if not is_loopback(host):
         if not explicit_host:
@@ -121,6 +143,7 @@ def serve(
     except NotPrivateError as e:
         raise ServeError(str(e)) from None
     key, key_source = resolve_api_key(api_key, state_dir)
+    host, port = emulated_port(host, port)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
@@ -160,6 +183,12 @@ def serve(
     print(f"  state: {state_dir}", file=out)
     if idle_shutdown_s:
         print(f"  shuts down after {idle_shutdown_s:g} s without requests or jobs", file=out)
+    if idle_stop_s or max_hours:
+        print(f"  stops this Pod ({os.environ.get('RUNPOD_POD_ID') or 'no RUNPOD_POD_ID!'}) "
+              + " or ".join(x for x in (
+                  f"after {idle_stop_s:g} s without requests or jobs" if idle_stop_s else "",
+                  f"{max_hours:g} h after it started, busy or not" if max_hours else "") if x),
+              file=out)
     image_map = ImageMap(images)
     # (the app brings the control plane's endpoints up to date with this run's images)
     app = create_app(engine, key, on_shutdown=remove_state_file, images=image_map)
@@ -181,6 +210,9 @@ def serve(
     server = _Server(config)
     server.engine = engine
     server.idle_shutdown_s = idle_shutdown_s
+    if idle_stop_s or max_hours:
+        server.pod_guard = PodGuard(idle_stop_s, max_hours, engine.idle_for,
+                                    engine.fail_unfinished)
     try:
         server.run(sockets=[sock])
     finally:
