@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         from .endpoints_cli import main as endpoints_main
 
         return endpoints_main(argv[1:])
+    if argv and argv[0] == "pod":
+        from .pod_cli import main as pod_main
+
+        return pod_main(argv[1:])
     if argv and argv[0] == "down":
         from .down_cli import main as down_main
 
@@ -242,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "       rpremote logs ID\n"
         "       rpremote cancel ID\n"
         "       rpremote endpoints [--json]\n"
+        "       rpremote pod up [--gpu TYPE] [--idle-stop 30m] [--max-hours H] | status | "
+        "down [--stop] [--yes]\n"
         "       rpremote down [--yes] [ENDPOINT ...]\n"
         "       rpremote store info|sweep [--older-than 7d] [--dry-run] [--store URL]\n"
         "       rpremote --version\n\n"

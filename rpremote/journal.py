@@ -296,12 +296,16 @@ class JournalReporter:
     times, error and cost when it ends."""
 
     def __init__(self, inner: "Reporter", *, target: str, resources: "Resources | None" = None,
-                 kind: str = "call", path: Path | None = None):
+                 kind: str = "call", path: Path | None = None,
+                 usd_per_s: float | None = None):
         self.inner = inner
         self.target = target
         self.kind = kind
         self.gpu = resources.describe() if resources is not None else None
-        self.usd_per_s = resources.flex_usd_per_s if resources is not None else None
+        # What a second of the job costs: the target's own price when it has one (a Pod's),
+        # else the flex price of the function's GPU (Serverless, and the local estimate).
+        self.usd_per_s = usd_per_s or (resources.flex_usd_per_s if resources is not None
+                                       else None)
         self.journal = journal(path)
         self._seen: dict[str, tuple[str, str | None]] = {}  # job id -> (status, worker) written
         self._lock = threading.Lock()
@@ -381,4 +385,5 @@ def watching(inner: "Reporter", target: Any, resources: "Resources | None",
              kind: str) -> "Reporter":
     """``inner``, with every job it hears about recorded in the journal of this user."""
     return JournalReporter(inner, target=getattr(target, "name", str(target)),
-                           resources=resources, kind=kind)
+                           resources=resources, kind=kind,
+                           usd_per_s=getattr(target, "usd_per_s", None))

@@ -224,19 +224,22 @@ class LocalEmulator:
             raise EmulatorUnavailable(f"the local emulator answered {path} with {r.status_code}: {r.text}")
         return r.json()
 
-    def ensure_endpoint(self, resources: Resources, secret_env: dict[str, str]) -> str:
+    def ensure_endpoint(self, resources: Resources, secret_env: dict[str, str], *,
+                        worker_cmd: str | None = None, on_this_machine: bool = True) -> str:
         """Create the endpoint for ``resources`` (or find it unchanged) and return its id.
 
         ``secret_env`` (the signing secret, an offload store's credentials) goes only into the
         workers' environment, kept in the emulator's endpoint spec (its SQLite, 0600; masked
-        when the spec is shown), never into a job's input."""
+        when the spec is shown), never into a job's input. ``worker_cmd``: default this
+        interpreter's executor; a server elsewhere (a Pod) runs its own ``python``.
+        ``on_this_machine``: the workers run on the user's machine (the local target), so
+        they check ``system_dependencies`` instead of installing them (a Pod installs them)."""
         name = resources.endpoint_name
+        local = {"RPREMOTE_LOCAL_WORKER": "1"} if on_this_machine else {}
         spec = {
             "id": name,
-            "workerCmd": f"{shlex.quote(sys.executable)} -m rpremote.executor",
-            # RPREMOTE_LOCAL_WORKER: the worker runs on the user's machine, so it checks
-            # system_dependencies instead of installing them (executor/installer.py).
-            "env": {**dict(resources.env), **secret_env, "RPREMOTE_LOCAL_WORKER": "1"},
+            "workerCmd": worker_cmd or f"{shlex.quote(sys.executable)} -m rpremote.executor",
+            "env": {**dict(resources.env), **secret_env, **local},
             "gpu": resources.describe(),
             "workersMin": resources.workers_min,
             "workersMax": resources.workers_max,

@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import config
 from ..blobs import DirectoryStore, HttpStore, Shipper
-from ..errors import ConfigError, TargetNotAvailable
+from ..errors import ConfigError
 from ..resources import Resources
 from . import stores
 from .local import LocalEmulator
@@ -158,20 +158,12 @@ def current() -> Any:
             if _current[1].alive():  # type: ignore[attr-defined]
                 return _current[1]  # type: ignore[return-value]
             stopped = _current[1]  # its emulator is gone: connect again, as on first use
-        if name == "runpod":
-            from .runpod import RunPodTarget
-
-            target: Any = RunPodTarget()  # no key, or a refused one: raises, nothing made
+        if name in ("runpod", "pod"):
+            target: Any = _cloud_target(name)  # no key, no Pod: raises, nothing made or sent
             if _current:
                 _current[1].close()  # type: ignore[attr-defined]
             _current = (name, target)
             return target
-        if name == "pod":
-            raise TargetNotAvailable(
-                f"target {name!r} is not available yet in rpremote {_version()}: it needs the "
-                "RunPod provisioning work that has not landed. Nothing was sent. Use the "
-                "default local target (unset RPREMOTE_TARGET / configure(target='local'))."
-            )
         if stopped is not None and not config.settings().quiet:
             print(f"rpremote: {stopped.queue.where} has stopped; switching to a new one",
                   file=sys.stderr)
@@ -180,6 +172,16 @@ def current() -> Any:
             _current[1].close()  # type: ignore[attr-defined]
         _current = (name, target)
         return target
+
+
+def _cloud_target(name: str) -> Any:
+    if name == "runpod":
+        from .runpod import RunPodTarget
+
+        return RunPodTarget()
+    from .pod import PodTarget
+
+    return PodTarget()
 
 
 def forget() -> None:

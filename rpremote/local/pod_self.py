@@ -34,49 +34,60 @@ def in_a_pod() -> bool:
 
 
 def stop_own_pod(why: str) -> str:
-    """Ask RunPod to stop this Pod; what was done, in words (for the log)."""
+    """Ask RunPod to stop this Pod; what was done, in words (for the log). In order: the
+    v2 action ``stop`` with the Pod's key, ``runpodctl pod stop`` (every Pod has it, set up
+    with that key), then terminating (v2 ``DELETE``, ``runpodctl pod delete``): the disk
+    is lost, and the billing with it."""
     pod = os.environ.get("RUNPOD_POD_ID", "")
-    key = os.environ.get("RUNPOD_API_KEY", "")
-    base = (os.environ.get(API_SETTING) or rp.REST_V2_BASE_URL).rstrip("/")
     if not pod:
         return f"{why}; not in a RunPod Pod (no RUNPOD_POD_ID): nothing to stop"
     log.warning("%s: stopping this Pod (%s)", why, pod)
-    tried = []
-    if key:
-        for verb, method, path in (("stop", "POST", f"/v2/pods/{pod}/stop"),
-                                   ("terminate", "DELETE", f"/v2/pods/{pod}")):
-            if verb == "terminate" and _runpodctl(pod, tried):
-                return f"{why}: stopped this Pod with runpodctl"
-            try:
-                r = httpx.request(method, base + path, timeout=30,
-                                  headers={"Authorization": f"Bearer {key}"})
-            except httpx.HTTPError as e:
-                tried.append(f"{verb} through the API: {type(e).__name__}")
-                continue
-            if r.status_code < 300:
-                return f"{why}: asked RunPod to {verb} this Pod ({r.status_code})"
-            tried.append(f"{verb} through the API: HTTP {r.status_code} "
-                         f"{r.text[:200].replace(key, '***')}")
-    else:
-        tried.append("no RUNPOD_API_KEY in the Pod's environment")
-        if _runpodctl(pod, tried):
-            return f"{why}: stopped this Pod with runpodctl"
+    tried: list[str] = []
+    for verb in ("stop", "terminate"):
+        if _api(verb, pod, tried) or _runpodctl(verb, pod, tried):
+            return f"{why}: asked RunPod to {verb} this Pod"
     message = (f"{why}, but this Pod could not stop itself ({'; '.join(tried)}): it keeps "
                "billing until you stop it (`rpremote pod down` or RunPod's console)")
     log.error(message)
     return message
 
 
-def _runpodctl(pod: str, tried: list[str]) -> bool:
+def _api(verb: str, pod: str, tried: list[str]) -> bool:
+    key = os.environ.get("RUNPOD_API_KEY", "")
+    if not key:
+        tried.append("no RUNPOD_API_KEY in the Pod's environment")
+        return False
+    base = (os.environ.get(API_SETTING) or rp.REST_V2_BASE_URL).rstrip("/")
+    method, path, body = (("POST", f"/v2/pods/{pod}/action", {"action": "stop"}) if verb == "stop"
+                          else ("DELETE", f"/v2/pods/{pod}", None))
+    try:
+        r = httpx.request(method, base + path, json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"})
+    except httpx.HTTPError as e:
+        tried.append(f"{verb} through the API: {type(e).__name__}")
+        return False
+    if r.status_code < 300:
+        return True
+    tried.append(f"{verb} through the API: HTTP {r.status_code} {r.text[:200].replace(key, '***')}")
+    return False
+
+
+def _runpodctl(verb: str, pod: str, tried: list[str]) -> bool:
     exe = shutil.which("runpodctl")
     if exe is None:
-        tried.append("runpodctl: not installed")
+        if verb == "stop":
+            tried.append("runpodctl: not installed")
         return False
-    done = subprocess.run([exe, "stop", "pod", pod], capture_output=True, text=True,
-                          timeout=60)
-    if done.returncode == 0:
-        return True
-    tried.append(f"runpodctl stop pod: exit code {done.returncode}")
+    sub = "stop" if verb == "stop" else "delete"
+    for args in ([exe, "pod", sub, pod], [exe, "stop" if verb == "stop" else "remove", "pod", pod]):
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            tried.append(f"runpodctl: {type(e).__name__}")
+            return False
+        if done.returncode == 0:
+            return True
+    tried.append(f"runpodctl {verb}: exit code {done.returncode}")
     return False
 
 

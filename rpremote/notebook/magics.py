@@ -43,6 +43,7 @@ LINE_USAGE = """\
 %runpod wait [JOB ...] [--timeout S]
                                  wait for --async cells, then bring their names back
 %runpod endpoints                the endpoints of the current target
+%runpod pod up|status|down ...   rpremote's warm GPU Pod (target pod; it stops itself idle)
 """
 
 # Defaults for %%runpod cells that `%runpod config` can change (the flags win).
@@ -155,6 +156,14 @@ class RunpodMagics(Magics):
 
     def _line_endpoints(self, argv: list[str]) -> None:
         from ..endpoints_cli import main
+
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+
+    def _line_pod(self, argv: list[str]) -> None:
+        from ..pod_cli import main
 
         try:
             main(argv)
