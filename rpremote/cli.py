@@ -53,6 +53,13 @@ def _serve_parser() -> argparse.ArgumentParser:
                         "POST /v2/serverless) with COMMAND, e.g. --image "
                         "myorg/worker:1.0='python handler.py'; NAME without a tag serves every "
                         "tag (repeatable; rpremote's own worker image is built in)")
+    p.add_argument("--pod-capacity", action="append", default=[], metavar="GPU_TYPE=N",
+                   help="at most N GPUs of this GPU type id in running Pods (POST /v2/pods); "
+                        "a Pod beyond it is refused as RunPod refuses one without capacity "
+                        "(400), e.g. --pod-capacity 'NVIDIA GeForce RTX 4090=0' (repeatable; "
+                        "types not named: no limit)")
+    p.add_argument("--pod-proxy-timeout", type=float, default=100.0, metavar="SECONDS",
+                   help="the Pod proxy's 524 after this long without a response (RunPod: 100)")
     t = p.add_argument_group("timings (mostly for tests)")
     t.add_argument("--take-hold", type=float, default=20.0, help="job-take long-poll, s")
     t.add_argument("--stop-hold", type=float, default=20.0, help="job-stop long-poll, s")
@@ -149,6 +156,7 @@ def _split_endpoints(argv: list[str]) -> tuple[list[str], list[list[str]]]:
 def serve_main(argv: list[str]) -> int:
     from .local.config import EmulatorTimings, EndpointSpec
     from .local.images import parse_image_option
+    from .local.pod_runner import PodSettings, parse_capacity_option
     from .local.serve import ServeError, serve
     from .paths import data_dir
 
@@ -161,6 +169,15 @@ def serve_main(argv: list[str]) -> int:
         except ValueError as err:
             _serve_parser().error(str(err))
         images[name] = command
+    capacity = {}
+    for value in args.pod_capacity:
+        try:
+            gpu_type, free = parse_capacity_option(value)
+        except ValueError as err:
+            _serve_parser().error(str(err))
+        capacity[gpu_type] = free
+    if args.pod_proxy_timeout <= 0:
+        _serve_parser().error("--pod-proxy-timeout must be more than 0 seconds")
     specs = []
     for group in groups:
         ep_parser = _endpoint_parser()
@@ -207,6 +224,7 @@ def serve_main(argv: list[str]) -> int:
             endpoints=specs, timings=timings, explicit_host=args.host is not None,
             idle_shutdown_s=args.idle_shutdown, resume_queue=not args.no_resume_queue,
             images=images, idle_stop_s=idle_stop_s, max_hours=args.max_hours,
+            pods=PodSettings(capacity=capacity, proxy_timeout_s=args.pod_proxy_timeout),
         )
     except ServeError as err:
         print(f"rpremote serve: {err}", file=sys.stderr)

@@ -27,12 +27,15 @@ from .control import control_routes
 from .api_error import ApiError
 from .engine import Engine
 from .images import ImageMap
+from .pod_runner import PodRunner, PodSettings
 
 JSON = "application/json"
 
 
 def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | None = None,
-               images: ImageMap | None = None) -> Starlette:
+               images: ImageMap | None = None, pods: PodSettings | None = None) -> Starlette:
+    pod_runner = PodRunner(engine.state_dir, pods)
+
     def authorized(request: Request, *keys: str) -> bool:
         given = request.headers.get("authorization", "")
         if given.lower().startswith("bearer "):
@@ -189,7 +192,7 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
 
     v2 = "/v2/{ep}"
     routes = [
-        *control_routes(engine, api_key, images or ImageMap()),
+        *control_routes(engine, api_key, images or ImageMap(), pod_runner),
         Route(f"{v2}/run", client_route(run), methods=["POST"]),
         Route(f"{v2}/runsync", client_route(runsync), methods=["POST"]),
         Route(f"{v2}/status/{{job}}", client_route(status), methods=["GET", "POST"]),
@@ -218,9 +221,11 @@ def create_app(engine: Engine, api_key: str, on_shutdown: Callable[[], None] | N
     @asynccontextmanager
     async def lifespan(app: Starlette):
         await engine.start()
+        await pod_runner.start_monitor()
         try:
             yield
         finally:
+            await pod_runner.close()  # the Pods' processes (their Pods stay RUNNING)
             await engine.stop()
             if on_shutdown:
                 on_shutdown()

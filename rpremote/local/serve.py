@@ -28,6 +28,7 @@ from .config import EmulatorTimings, EndpointSpec
 from .engine import Engine
 from .images import ImageMap
 from .keys import resolve_api_key
+from .pod_runner import PodSettings
 from .pod_self import PodGuard
 from .store import Store
 
@@ -125,6 +126,7 @@ def serve(
     images: dict[str, str] | None = None,
     idle_stop_s: float | None = None,
     max_hours: float | None = None,
+    pods: PodSettings | None = None,
 ) -> int:
     if not is_loopback(host):
         if not explicit_host:
@@ -177,8 +179,12 @@ def serve(
 
     print(f"rpremote emulator {__version__} listening on {url}", file=out)
     print(f"  RunPod API base: {url}/v2   (RUNPOD_ENDPOINT_BASE_URL for the runpod client)", file=out)
-    print(f"  control plane: {url}/v2/serverless | templates | network-volumes | catalog "
-          f"(RUNPOD_API_BASE_URL={url} for REST v2)", file=out)
+    print(f"  control plane: {url}/v2/serverless | pods | templates | network-volumes | "
+          f"catalog (RUNPOD_API_BASE_URL={url} for REST v2)", file=out)
+    print(f"  Pod proxy: {url}/pod-proxy/{{podId}}-{{port}}/ "
+          f"(https://{{podId}}-{{port}}.proxy.runpod.net/ on RunPod)", file=out)
+    for gpu_type, free in sorted((pods.capacity if pods else {}).items()):
+        print(f"  Pod capacity: {free} GPU(s) of {gpu_type}", file=out)
     print(f"  API key: {key_source}", file=out)
     print(f"  state: {state_dir}", file=out)
     if idle_shutdown_s:
@@ -191,7 +197,7 @@ def serve(
               file=out)
     image_map = ImageMap(images)
     # (the app brings the control plane's endpoints up to date with this run's images)
-    app = create_app(engine, key, on_shutdown=remove_state_file, images=image_map)
+    app = create_app(engine, key, on_shutdown=remove_state_file, images=image_map, pods=pods)
     for name, command in sorted(image_map.commands.items()):
         print(f"  image {name}: `{command}`", file=out)
     for ep in engine.endpoints.values():

@@ -2,9 +2,11 @@
 
 Seeded from ``platform.py`` (pools, GPU types, serverless prices, CPU flavours, data centers);
 the live catalog is authoritative (§6.3). What the emulator can add is availability: it runs
-Serverless workers of every pooled GPU type and CPU flavour (as local processes), and no pods,
-so a type is HIGH for ``product=SERVERLESS`` when it has a pool, and NONE for POD and CLUSTER.
-Prices it does not know (pods, CPUs) are null, not invented.
+Serverless workers of every pooled GPU type and CPU flavour, and Pods of every GPU type and CPU
+flavour (as local processes, ``pods.py``), so a type is HIGH for ``product=SERVERLESS`` when it
+has a pool, HIGH for POD, and NONE for CLUSTER. ``rpremote serve --pod-capacity`` does not
+show here: as on RunPod, the catalog's stock is a hint, and the create is what may be refused
+(rest-v2 §4.6). Prices it does not know (pods, CPUs) are null, not invented.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def _gpu(gpu: rp.GpuType, q: dict[str, Any] | None) -> dict[str, Any] | None:
     }
     if q is None:
         return out
-    runs = "SERVERLESS" in q["product"] and gpu.pool is not None and q["count"] <= MAX_COUNT
+    runs = q["count"] <= MAX_COUNT and (
+        ("SERVERLESS" in q["product"] and gpu.pool is not None) or "POD" in q["product"])
     nvidia = out["manufacturer"] == "NVIDIA"
     versions = [v for v in rp.CUDA_VERSIONS
                 if (not q["cuda"] or v in q["cuda"])
@@ -169,8 +172,8 @@ def _cpu(flavor: rp.CpuFlavor, q: dict[str, Any] | None) -> dict[str, Any]:
     }
     if q is not None:
         count = q.get("vcpu")
-        runs = "SERVERLESS" in q["product"] and flavor.serverless and (
-            count is None or flavor.vcpu_min <= count <= flavor.vcpu_max)
+        runs = (("SERVERLESS" in q["product"] and flavor.serverless) or "POD" in q["product"]) \
+            and (count is None or flavor.vcpu_min <= count <= flavor.vcpu_max)
         out["availability"] = _level(runs)
         if runs:
             out["dataCenters"] = [{"id": dc.id, "name": dc.name, "availability": "HIGH"}

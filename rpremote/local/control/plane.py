@@ -19,13 +19,14 @@ from ..images import ImageMap
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 # Kinds of stored objects (Store.put_resource).
-ENDPOINT, TEMPLATE, VOLUME = "endpoint", "template", "volume"
+ENDPOINT, TEMPLATE, VOLUME, POD = "endpoint", "template", "volume", "pod"
 
 
 @dataclass
 class ControlPlane:
     engine: Engine
     images: ImageMap
+    pods: Any = None  # pods.PodService: the Pods' processes and their pod-scoped keys
 
     @property
     def store(self):
@@ -37,7 +38,7 @@ class ControlPlane:
         while True:
             new = "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
             if new not in self.engine.endpoints and not any(
-                    self.store.resource(kind, new) for kind in (ENDPOINT, TEMPLATE, VOLUME)):
+                    self.store.resource(kind, new) for kind in (ENDPOINT, TEMPLATE, VOLUME, POD)):
                 return new
 
 

@@ -28,7 +28,9 @@ from starlette.routing import Route
 from ... import platform as rp
 from ..engine import Engine
 from ..images import ImageMap
-from . import catalog, logs, serverless, templates, volumes
+from ..pod_runner import PodRunner
+from . import catalog, logs, pods, serverless, templates, volumes
+from .pod_proxy import proxy_routes
 from .plane import ControlPlane
 from .problems import Problem
 from .ratelimit import RateLimiter
@@ -52,20 +54,30 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _check_key(request: Request, api_key: str) -> None:
+def _check_key(request: Request, api_key: str, cp: ControlPlane) -> str | None:
+    """None for the account's key; the Pod's id for a pod-scoped key (a Pod's own
+    ``RUNPOD_API_KEY``, rest-v2 §4.9); else the 401."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "missing bearer token")
-    if not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+    if hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        return None
+    pod = cp.pods.owner_of(token.strip()) if cp.pods else None
+    if pod is None:
         raise Problem(401, "invalid bearer token")
+    return pod
 
 
-def control_routes(engine: Engine, api_key: str, images: ImageMap) -> list[Route]:
+def control_routes(engine: Engine, api_key: str, images: ImageMap,
+                   pod_runner: PodRunner | None = None) -> list[Route]:
     cp = ControlPlane(engine, images)
+    cp.pods = pods.PodService(pod_runner or PodRunner(engine.state_dir))
     serverless.reconcile(cp)
+    pods.reconcile(cp)
     limiter = RateLimiter()
 
-    def resource(path: str, **handlers: Handler) -> Route:
+    def resource(path: str, pod_scoped: bool = False, **handlers: Handler) -> Route:
+        """``pod_scoped``: a Pod's own key may call it (the handler checks it is its Pod)."""
         allow = ", ".join(handlers)
 
         async def endpoint(request: Request) -> Response:
@@ -73,8 +85,11 @@ def control_routes(engine: Engine, api_key: str, images: ImageMap) -> list[Route
             limits: dict[str, str] = {}
             try:
                 raw = await _read_body(request) if request.method in _WITH_BODY else b""
-                _check_key(request, api_key)
+                request.state.pod_scope = _check_key(request, api_key, cp)
                 limits = limiter.take()
+                if request.state.pod_scope is not None and not pod_scoped:
+                    raise Problem(403, "access denied: a pod-scoped API key (RUNPOD_API_KEY "
+                                       "inside a Pod) acts on its own Pod only")
                 handler = handlers.get("GET" if request.method == "HEAD" else request.method)
                 if handler is None:
                     raise Problem(405, f"{request.method} is not allowed on {request.url.path}; "
@@ -108,8 +123,13 @@ def control_routes(engine: Engine, api_key: str, images: ImageMap) -> list[Route
             return response
         return Route(path, endpoint, methods=_METHODS)
 
-    s, t, v, c = serverless, templates, volumes, catalog
+    s, t, v, c, p = serverless, templates, volumes, catalog, pods
     return [
+        resource("/v2/pods", GET=p.list_pods, POST=p.create_pod),
+        resource("/v2/pods/{id}", pod_scoped=True, GET=p.get_pod, PATCH=p.update_pod,
+                 DELETE=p.delete_pod),
+        resource("/v2/pods/{id}/action", pod_scoped=True, POST=p.pod_action),
+        resource("/v2/pods/{id}/logs", pod_scoped=True, GET=p.pod_logs),
         resource("/v2/serverless", GET=s.list_endpoints, POST=s.create_endpoint),
         resource("/v2/serverless/{id}", GET=s.get_endpoint, PATCH=s.update_endpoint,
                  DELETE=s.delete_endpoint),
@@ -127,8 +147,9 @@ def control_routes(engine: Engine, api_key: str, images: ImageMap) -> list[Route
         resource("/v2/catalog/cpus/{id}", GET=c.get_cpu),
         resource("/v2/catalog/datacenters", GET=c.list_data_centers),
         resource("/v2/catalog/datacenters/{id}", GET=c.get_data_center),
-        # Everything else under a control-plane name (pods, registries, releases, ...: not
+        # Everything else under a control-plane name (registries, releases, ...: not
         # emulated) and any one-segment /v2 path is the control plane's 404 (problem+json).
         *(nowhere(f"/v2/{name}/{{rest:path}}") for name in sorted(rp.REST_V2_NAMES)),
         nowhere("/v2/{name}"),
+        *proxy_routes(cp),  # public, as RunPod's proxy (no key)
     ]

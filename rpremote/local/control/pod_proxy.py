@@ -1,0 +1,123 @@
+"""RunPod's HTTP proxy in front of Pods, on the emulator's own base URL (rest-v2 §4.7).
+
+On RunPod, ``https://{podId}-{port}.proxy.runpod.net/{path}`` reaches a Pod's ``/http`` port.
+Here it is ``{emulator}/pod-proxy/{podId}-{port}/{path}``: any method, headers and body go to
+the 127.0.0.1 port standing for that Pod port (``pod_runner.py``), and the answer streams
+back as it comes (nothing is buffered whole, either way). As on RunPod it is public: no
+emulator key; the Pod's own server checks whatever it checks. Its answers of its own:
+
+- 502 (an HTML page, as Cloudflare's) when the port does not answer: the Pod is not running,
+  its server is not up yet (expect it for a while after RUNNING, §4.7), or it broke the
+  connection;
+- 524 (HTML) when the Pod's server sends no response within the proxy timeout (100 s on
+  RunPod; ``rpremote serve --pod-proxy-timeout``). A response whose body then stalls that
+  long is cut off (the connection closes), as a proxy's read timeout does;
+- 404 for a Pod that does not exist or a port it does not expose as ``/http`` (GAP: RunPod's
+  answer for these is not documented).
+
+The path prefix is stripped (the Pod's server sees ``/{path}``, as on RunPod); it also gets
+``X-Forwarded-For``, ``-Proto``, ``-Host`` and ``-Prefix`` (``/pod-proxy/{podId}-{port}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .plane import POD, ControlPlane
+
+log = logging.getLogger("rpremote.emulator")
+PREFIX = "/pod-proxy"
+_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                  "trailer", "trailers", "transfer-encoding", "upgrade", "host"})
+# The emulator's server sets its own (as Cloudflare does on RunPod).
+_OWN = frozenset({"server", "date"})
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _page(status: int, title: str, text: str) -> Response:
+    return HTMLResponse(
+        f"<!DOCTYPE html><html><head><title>{status} {title}</title></head><body>"
+        f"<h1>{status} {title}</h1><p>{text}</p><p>rpremote emulator: RunPod proxy</p>"
+        "</body></html>", status_code=status)
+
+
+def proxy_routes(cp: ControlPlane) -> list[Route]:
+    runner = cp.pods.runner
+    timeout = runner.settings.proxy_timeout_s
+    clients: list[httpx.AsyncClient] = []
+
+    def client() -> httpx.AsyncClient:
+        if not clients:
+            clients.append(httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+                trust_env=False))
+        return clients[0]
+
+    async def close() -> None:
+        while clients:
+            await clients.pop().aclose()
+
+    runner.on_close.append(close)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
+
+    async def endpoint(request: Request) -> Response:
+        target = request.path_params["target"]
+        pod_id, sep, port = target.rpartition("-")
+        record = cp.store.resource(POD, pod_id) if sep and port.isdigit() else None
+        if record is None or f"{port}/http" not in record["object"]["ports"]:
+            return _page(404, "Not Found", f"no Pod exposes {target} as an HTTP port")
+        host_port = runner.host_port(pod_id, int(port))
+        bad_gateway = _page(502, "Bad Gateway", f"Pod {pod_id} does not answer on port {port} "
+                                                "(not running, or its server is not up yet)")
+        if host_port is None:
+            return bad_gateway
+        path = request.path_params.get("path", "")
+        url = f"http://127.0.0.1:{host_port}/{path}"
+        if request.url.query:
+            url += "?" + request.url.query
+        headers = [(k, v) for k, v in request.headers.raw if k.decode().lower() not in _HOP]
+        client_host = request.client.host if request.client else "127.0.0.1"
+        headers += [(b"x-forwarded-for", client_host.encode()),
+                    (b"x-forwarded-proto", request.url.scheme.encode()),
+                    (b"x-forwarded-host", request.headers.get("host", "").encode()),
+                    (b"x-forwarded-prefix", f"{PREFIX}/{target}".encode())]
+        has_body = ("content-length" in request.headers
+                    or "transfer-encoding" in request.headers)
+        upstream = client().build_request(request.method, url, headers=headers,
+                                          content=request.stream() if has_body else None)
+        try:
+            answer = await asyncio.wait_for(client().send(upstream, stream=True), timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            return _page(524, "A timeout occurred", f"Pod {pod_id} port {port} sent no "
+                                                    f"response within {timeout:g} s")
+        except httpx.HTTPError:
+            return bad_gateway
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError as e:  # stalled or broken: the connection is cut
+                log.info("pod proxy: %s/%s: response cut off (%s)", pod_id, port,
+                         type(e).__name__)
+                raise
+            finally:
+                await answer.aclose()
+
+        response = StreamingResponse(body(), status_code=answer.status_code,
+                                     background=BackgroundTask(answer.aclose))
+        response.raw_headers = [(k.lower(), v) for k, v in answer.headers.raw
+                                if k.decode().lower() not in _HOP | _OWN]
+        return response
+
+    return [Route(f"{PREFIX}/{{target}}", endpoint, methods=_METHODS),
+            Route(f"{PREFIX}/{{target}}/{{path:path}}", endpoint, methods=_METHODS)]
