@@ -126,7 +126,8 @@ def test_a_big_body_is_413_before_authentication(plane):
 def test_wrong_method_is_405_with_allow_and_unknown_paths_are_404_problems(plane):
     r = plane.put("/v2/serverless", json={})
     assert problem(r, 405) and r.headers["allow"] == "GET, POST"
-    for path in ("/v2/networkvolumes", "/v2/pods", "/v2/serverless/abc/releases", "/v2/catalog/x"):
+    for path in ("/v2/networkvolumes", "/v2/pods/abc/start", "/v2/serverless/abc/releases",
+                 "/v2/catalog/x"):
         problem(plane.get(path), 404)
 
 
