@@ -46,7 +46,8 @@ VOLUME_SETTING = "RPREMOTE_VOLUME"  # a network volume to attach for caches (not
 VOLUME_ID_ENV = "RPREMOTE_VOLUME_ID"  # in the endpoint's env: the volume its workers mount
 SCALER_DELAY_S = 4  # QUEUE_DELAY: a new worker after a job waited this long
 CPU_WORKER = {"id": "cpu3c", "vcpuCount": 2}  # gpu=None: the smallest serverless CPU worker
-NO_STORE_HINT = ("arguments and results of 10 MB or more need a store on RunPod: set "
+NO_STORE_HINT = ("pieces of arguments and results of 1 MiB or more (protocol.OFFLOAD_MIN_BYTES) "
+                 "need a store on RunPod, whose requests stop at 10 MB: set "
                  "RPREMOTE_STORE=s3://BUCKET[/PREFIX] (with AWS_* keys) or "
                  "runpod-volume://VOLUME_ID (with RunPod's S3 API keys)")
 
@@ -327,6 +328,7 @@ class ColdStartWatch:
     (every ``EVERY_S``, and on each change), and ends the wait when they cannot start."""
 
     EVERY_S = 3.0
+    QUIET_S = 2.0  # a job that waits less than this (a warm worker) says nothing more
     UNHEALTHY_FOR_S = 6.0  # unhealthy, and nothing else, this long: they will not start
 
     def __init__(self, inner: Any, target: RunPodTarget, endpoint_id: str):
@@ -334,7 +336,7 @@ class ColdStartWatch:
         self._target = target
         self._endpoint = endpoint_id
         self._started = time.monotonic()
-        self._next = 0.0
+        self._next = self._started + self.QUIET_S
         self._last_text = ""
         self._said_at = 0.0
         self._unhealthy_since: float | None = None
