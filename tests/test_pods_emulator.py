@@ -269,6 +269,11 @@ def test_the_proxy_answers_524_after_its_timeout(emu, c, cleanup):
     assert r.status_code == 524 and "text/html" in r.headers["content-type"]
     assert 1.9 < took < 4.5
     assert proxy(emu, pod["id"], "slow?s=0.5").json() == {"slept": 0.5}  # within it: fine
+    # a response that stalls that long after it began is cut off, never shown complete
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("GET", f"{emu.url}/pod-proxy/{pod['id']}-8000/chunks?n=2&gap=4",
+                          timeout=30) as s:
+            list(s.iter_lines())
 
 
 # -- capacity (§4.6) -----------------------------------------------------------------------------
@@ -408,9 +413,12 @@ def test_create_body_rules_and_list(emu, c, cleanup, tmp_path):
     assert status(c, err["id"])["status"] == "ERROR"
     assert c.post(f"/v2/pods/{err['id']}/action", json={"action": "start"}).json()["status"] == "ERROR"
     assert any("start command" in l["line"] for l in _log_lines(emu, c, err["id"]))
-    # terminate detaches a network volume: its files stay
+    # a mounted volume cannot be deleted; terminate detaches it: its files stay
+    assert "mounted by Pod" in problem(c.delete(f"/v2/network-volumes/{vol['id']}"),
+                                       400)["detail"]
     assert c.delete(path).status_code == 204
     assert (emu.state / "volumes" / vol["id"]).is_dir()
+    assert c.delete(f"/v2/network-volumes/{vol['id']}").status_code == 204
 
 
 def test_an_official_image_runs_the_pods_start_command_in_a_clean_environment(emu, c, cleanup):

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
-
+import time
 import httpx
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .plane import POD, ControlPlane
 
@@ -47,6 +46,48 @@ def _page(status: int, title: str, text: str) -> Response:
         f"<!DOCTYPE html><html><head><title>{status} {title}</title></head><body>"
         f"<h1>{status} {title}</h1><p>{text}</p><p>rpremote emulator: RunPod proxy</p>"
         "</body></html>", status_code=status)
+
+
+class _Relay(Response):
+    """The Pod's response, passed on as it arrives. Ends with the client (a disconnect stops
+    the reading); a Pod that stalls past the read timeout or breaks off gets the client's
+    connection closed without the response's end, never a truncated body shown complete."""
+
+    def __init__(self, answer: httpx.Response, headers: list[tuple[bytes, bytes]], where: str):
+        self.answer, self.where = answer, where
+        self.status_code = answer.status_code
+        self.raw_headers = headers
+        self.background = None
+
+    async def _relay(self, send: Send) -> bool:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        try:
+            async for chunk in self.answer.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as e:
+            log.info("pod proxy: %s: response cut off (%s)", self.where, type(e).__name__)
+            return False  # the server closes the connection: the response never ends
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.ensure_future(self._relay(send))
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            relay.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await relay
+        except asyncio.CancelledError:
+            if not watcher.done():  # we are cancelled ourselves, not by the client leaving
+                raise
+        finally:
+            watcher.cancel()
+            await self.answer.aclose()
 
 
 def proxy_routes(cp: ControlPlane) -> list[Route]:
@@ -70,6 +111,7 @@ def proxy_routes(cp: ControlPlane) -> list[Route]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
 
     async def endpoint(request: Request) -> Response:
+        cp.engine.last_client_request = time.monotonic()  # a Pod in use keeps the server up
         target = request.path_params["target"]
         pod_id, sep, port = target.rpartition("-")
         record = cp.store.resource(POD, pod_id) if sep and port.isdigit() else None
@@ -102,22 +144,9 @@ def proxy_routes(cp: ControlPlane) -> list[Route]:
         except httpx.HTTPError:
             return bad_gateway
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in answer.aiter_raw():
-                    yield chunk
-            except httpx.HTTPError as e:  # stalled or broken: the connection is cut
-                log.info("pod proxy: %s/%s: response cut off (%s)", pod_id, port,
-                         type(e).__name__)
-                raise
-            finally:
-                await answer.aclose()
-
-        response = StreamingResponse(body(), status_code=answer.status_code,
-                                     background=BackgroundTask(answer.aclose))
-        response.raw_headers = [(k.lower(), v) for k, v in answer.headers.raw
-                                if k.decode().lower() not in _HOP | _OWN]
-        return response
+        headers = [(k.lower(), v) for k, v in answer.headers.raw
+                   if k.decode().lower() not in _HOP | _OWN]
+        return _Relay(answer, headers, f"{pod_id}-{port}")
 
     return [Route(f"{PREFIX}/{{target}}", endpoint, methods=_METHODS),
             Route(f"{PREFIX}/{{target}}/{{path:path}}", endpoint, methods=_METHODS)]

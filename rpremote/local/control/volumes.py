@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ... import platform as rp
-from .plane import ENDPOINT, VOLUME, ControlPlane, json_response
+from .plane import ENDPOINT, POD, VOLUME, ControlPlane, json_response
 from .problems import Problem, not_found
 from .schema import Int, Obj, Str, check
 
@@ -104,6 +104,12 @@ async def delete_volume(cp: ControlPlane, request: Request, body: Any) -> Respon
     if users:
         raise Problem(400, f"network volume {volume_id} is in use by serverless endpoint(s) "
                            f"{', '.join(users)}; detach it first (PATCH networkVolumes)")
+    pods = [r["object"]["id"] for _, r in cp.store.resources(POD)
+            if any(m["volumeId"] == volume_id
+                   for m in r["object"]["mounts"].get("network") or [])]
+    if pods:  # a Pod's network mount cannot be detached (§4.5): only terminate frees it
+        raise Problem(400, f"network volume {volume_id} is mounted by Pod(s) {', '.join(pods)}; "
+                           "terminate them first")
     cp.store.delete_resource(VOLUME, volume_id)
     await asyncio.to_thread(shutil.rmtree, volume_dir(cp.engine.state_dir, volume_id), True)
     return Response(status_code=204)
