@@ -446,6 +446,18 @@ def test_an_official_image_runs_the_pods_start_command_in_a_clean_environment(em
     c.delete(f"/v2/pods/{pod['id']}")
     assert not volume.exists()  # a persistent mount goes with its Pod
 
+    # a mapped image (here rpremote's worker image, whose own command is the executor): the
+    # Pod's start command replaces the image's command, as Docker's CMD; `python` is the
+    # emulator's interpreter
+    worker = c.post("/v2/pods", json=body(image=rp.worker_image(official.python),
+                                          args=f"python {APP}")).json()
+    pods.append(worker["id"])
+    app = up(emu, worker["id"])
+    pids += [app["pid"], reaper_pid(app["pid"])]
+    with open(f"/proc/{app['pid']}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:2] == [b"python", str(APP).encode()]
+    assert os.readlink(f"/proc/{app['pid']}/exe") == os.path.realpath(sys.executable)
+
 
 def test_pods_come_back_after_the_emulator_restarts_and_end_with_it(tmp_path):
     state = tmp_path / "state"

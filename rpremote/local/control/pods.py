@@ -2,8 +2,10 @@
 
 The API object follows §4.2-§4.5 (the v2 names: ``status`` + ``actions``, ``cost``,
 ``runtime.ports``; v1's ``desiredStatus``, ``costPerHr``, ``publicIp``, ``portMappings``,
-``machine`` are gone in v2, §8). The process is ``pod_runner.py``'s: the image's command
-(``images.py``), a private container disk as HOME kept while the Pod exists, its volume as
+``machine`` are gone in v2, §8). The process is ``pod_runner.py``'s: the Pod's start command
+(``args`` or ``entrypoint``/``cmd``) in its image's environment, else the image's own command
+(``images.py``: an official image needs a start command; a mapped image runs its mapping), with
+a private container disk as HOME kept while the Pod exists, its volume as
 ``RPREMOTE_VOLUME_MOUNT``, its ports mapped to free 127.0.0.1 ports (``RPREMOTE_PORT_MAP``,
 shown in ``runtime.ports``), the platform's env (§4.9, ``pod_env``). The proxy in front of
 its ``/http`` ports is ``pod_proxy.py``, at ``/pod-proxy/{id}-{port}/...``.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+import shlex
 import time
 from typing import Any, AsyncIterator
 
@@ -242,16 +245,23 @@ def pod_env(cp: ControlPlane, record: dict[str, Any]) -> dict[str, str]:
 def _launch(cp: ControlPlane, record: dict[str, Any]) -> PodLaunch | str:
     """How the Pod's process starts, or why it cannot."""
     obj = record["object"]
-    start = cp.images.start(obj["image"], [*obj["entrypoint"], *obj["cmd"]], cp.engine.state_dir)
+    start_command = [*obj["entrypoint"], *obj["cmd"]]
+    start = cp.images.start(obj["image"], start_command, cp.engine.state_dir)
     if start.error:
         return start.error
+    command = start.command
+    if start_command and start.python_env is None:
+        # A mapped image (--image NAME=COMMAND, rpremote's worker image): COMMAND stands for
+        # the image's own command, which a Pod's start command replaces, as Docker's CMD is;
+        # `python` in it is the emulator's interpreter, the mapped image's Python.
+        command = shlex.join(start_command)
     mounts = obj["mounts"]
     volume = None
     if mounts.get("network"):
         volume = str(volume_dir(cp.engine.state_dir, mounts["network"][0]["volumeId"]))
     elif mounts.get("persistent"):
         volume = str(_service(cp).runner.persistent_dir(obj["id"]))
-    return PodLaunch(pod_id=obj["id"], command=start.command, python_env=start.python_env,
+    return PodLaunch(pod_id=obj["id"], command=command, python_env=start.python_env,
                      env=pod_env(cp, record), ports=_ports(obj), volume_dir=volume)
 
 
