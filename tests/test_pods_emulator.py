@@ -77,7 +77,7 @@ def problem(r: httpx.Response, status: int) -> dict:
 def body(**over) -> dict:
     out = {"name": "pod-test", "image": IMAGE, "gpu": {"id": RTX}, "ports": ["8000/http"]}
     out.update(over)
-    return out
+    return {k: v for k, v in out.items() if v is not None}  # gpu=None: a CPU Pod
 
 
 def proxy(emu, pod_id: str, path: str, method: str = "GET", **kw) -> httpx.Response:
@@ -363,6 +363,32 @@ def test_create_body_rules_and_list(emu, c, cleanup, tmp_path):
     outside = body(mounts={"network": both["network"]}, dataCenterIds=["US-KS-2"])
     assert "outside" in problem(c.post("/v2/pods", json=outside), 400)["detail"]
 
+    # globalNetworking: an NVIDIA GPU in a data center that has it
+    problem(c.post("/v2/pods", json=body(globalNetworking=True, dataCenterIds=["AP-JP-1"])), 400)
+    problem(c.post("/v2/pods", json=body(gpu=None, cpu={"id": "cpu3c", "vcpuCount": 2},
+                                         globalNetworking=True)), 400)
+    problem(c.post("/v2/pods", json=body(gpu=None, cpu={"id": "cpu3c", "vcpuCount": 3})), 422)
+    # a template: a pod template's container fields, the body wins, env merged (§4.2)
+    tpl = c.post("/v2/templates", json={"name": "pod-tpl", "image": IMAGE, "ports": ["8000/http"],
+                                        "env": {"FROM": "template", "BOTH": "template"}}).json()
+    stpl = c.post("/v2/templates", json={"name": "sls-tpl", "image": IMAGE,
+                                         "serverless": True}).json()
+    problem(c.post("/v2/pods", json={"name": "t", "templateId": stpl["id"], "gpu": {"id": RTX}}), 422)
+    problem(c.post("/v2/pods", json={"name": "t", "templateId": "nosuchtpl0", "gpu": {"id": RTX}}),
+            404)
+    # a CPU Pod: no GPU, no CUDA, priced per vCPU
+    cpu_pod = c.post("/v2/pods", json={"name": "t", "templateId": tpl["id"], "env": {"BOTH": "body"},
+                                       "cpu": {"id": "cpu3c", "vcpuCount": 4}}).json()
+    pods.append(cpu_pod["id"])
+    assert cpu_pod["image"] == IMAGE and cpu_pod["ports"] == ["8000/http"]
+    assert cpu_pod["env"] == {"FROM": "template", "BOTH": "body"}
+    assert "gpu" not in cpu_pod and cpu_pod["cpu"] == {"id": "cpu3c", "vcpuCount": 4, "memory": 8}
+    assert cpu_pod["cudaVersion"] is None and cpu_pod["cost"] > 0
+    app = up(emu, cpu_pod["id"])
+    pids += [app["pid"], reaper_pid(app["pid"])]
+    assert env_of(emu, cpu_pod["id"], "RUNPOD_GPU_COUNT", "RUNPOD_CPU_COUNT")["env"] == {
+        "RUNPOD_GPU_COUNT": "0", "RUNPOD_CPU_COUNT": "4"}
+
     # a network volume: its directory as RPREMOTE_VOLUME_MOUNT, RUNPOD_VOLUME_ID; its DC
     pod = c.post("/v2/pods", json=body(mounts={"network": both["network"]})).json()
     pods.append(pod["id"])
@@ -394,11 +420,11 @@ def test_create_body_rules_and_list(emu, c, cleanup, tmp_path):
     # list: wrapped, paginated, newest first; no server-side filters (name= is ignored)
     other = c.post("/v2/pods", json=body(name="other")).json()
     pods.append(other["id"])
-    listed = c.get("/v2/pods", params={"name": "nothing-like-it", "limit": 1}).json()
-    assert [p["id"] for p in listed["pods"]] == [other["id"]]
+    listed = c.get("/v2/pods", params={"name": "nothing-like-it", "limit": 2}).json()
+    assert [p["id"] for p in listed["pods"]] == [other["id"], pod["id"]]
     assert listed["pagination"]["hasNextPage"] is True
-    rest = c.get("/v2/pods", params={"limit": 1, "cursor": listed["pagination"]["nextCursor"]})
-    assert [p["id"] for p in rest.json()["pods"]] == [pod["id"]]
+    rest = c.get("/v2/pods", params={"limit": 2, "cursor": listed["pagination"]["nextCursor"]})
+    assert [p["id"] for p in rest.json()["pods"]] == [cpu_pod["id"]]
     problem(c.get("/v2/pods", params={"cursor": "garbage"}), 422)
     app = up(emu, other["id"])
     pids += [app["pid"], reaper_pid(app["pid"])]
@@ -487,3 +513,12 @@ def test_pods_come_back_after_the_emulator_restarts_and_end_with_it(tmp_path):
     for pid in pids:
         wait_for(lambda: gone(pid, reap=False), 10, what=f"process {pid} gone")
     assert not os.path.exists(state / "pods" / pod["id"])
+
+
+def test_serve_refuses_a_bad_pod_capacity(tmp_path):
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "rpremote", "serve", "--port", "0", "--state",
+                          str(tmp_path / "s"), "--pod-capacity", "NVIDIA H200"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "GPU TYPE ID=N" in out.stderr
