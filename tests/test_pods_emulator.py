@@ -215,6 +215,13 @@ def test_pod_runs_its_image_behind_the_proxy_and_stops_starts_restarts_terminate
     logs = _log_lines(emu, c, pod["id"])
     assert any(l["source"] == "container" and "pod app listening" in l["line"] for l in logs)
     assert any(l["source"] == "system" and "container stopped" in l["line"] for l in logs)
+    # in the order it happened: each run's start, then what that run printed
+    story = [("started" if "container started" in l["line"] else
+              "stopped" if "container stopped" in l["line"] else
+              "listening" if "pod app listening" in l["line"] else None) for l in logs]
+    story = [s for s in story if s]
+    assert story == ["started", "listening", "stopped", "started", "listening", "stopped",
+                     "started", "listening"], logs
 
     # terminate (the action): 204, the disk gone, 404 after, gone from the list
     done = c.post(f"/v2/pods/{pod['id']}/action", json={"action": "terminate"})

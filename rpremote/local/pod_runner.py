@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 from ..private import UMASK, private_dir, private_file
 from .supervisor import (_PYTHON_VARS, _emulator_bins, _norm, _signal, describe_exit,
@@ -80,6 +80,16 @@ def parse_capacity_option(value: str) -> tuple[str, int]:
                          "that type free for Pods), e.g. --pod-capacity "
                          "'NVIDIA GeForce RTX 4090=0'")
     return name, number
+
+
+class PodEvent(NamedTuple):
+    """A ``system`` line: ``n`` counts every line said, ``offset`` is the container log's
+    size when it was said (what the process printed before it comes first)."""
+
+    n: int
+    ts: float
+    offset: int
+    line: str
 
 
 @dataclass
@@ -126,7 +136,8 @@ class PodRunner:
         self.state_dir = Path(state_dir)
         self.settings = settings or PodSettings()
         self.procs: dict[str, PodProcess] = {}
-        self.events: dict[str, list[tuple[float, str]]] = {}
+        self.events: dict[str, list[PodEvent]] = {}
+        self._said = 0
         self._monitor: asyncio.Task | None = None
         self.closing = False
         # Run when the emulator stops, after the processes ended (the proxy's HTTP client).
@@ -150,8 +161,13 @@ class PodRunner:
 
     def say(self, pod_id: str, line: str) -> None:
         """A ``system`` line of the Pod's log (the emulator's, about the Pod)."""
+        try:
+            offset = self.log_path(pod_id).stat().st_size
+        except OSError:
+            offset = 0
+        self._said += 1
         events = self.events.setdefault(pod_id, [])
-        events.append((time.time(), line))
+        events.append(PodEvent(self._said, time.time(), offset, line))
         del events[:-SYSTEM_EVENTS_MAX]
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -315,7 +331,7 @@ class PodRunner:
             elif now >= pp.next_start_at:
                 try:
                     self._spawn(pp)
-                except OSError as e:
+                except Exception as e:  # (private_dir's refusal, a full disk...): said, retried
                     pp.next_start_at = now + s.restart_backoff_max_s
                     self.say(pod_id, f"container could not start: {e}")
 

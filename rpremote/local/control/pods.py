@@ -47,11 +47,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ... import platform as rp
-from ..pod_runner import PodLaunch, PodRunner
+from ..pod_runner import PodEvent, PodLaunch, PodRunner
 from . import templates
 from .catalog import MAX_COUNT
 from .container import CONTAINER_FIELDS, CONTAINER_PROPS, apply_container
-from .logs import _frame, _LogFile, _params
+from .logs import _frame, _params
 from .paging import page
 from .plane import POD, ControlPlane, json_response, rfc3339
 from .problems import Problem, invalid, not_found
@@ -572,6 +572,30 @@ async def delete_pod(cp: ControlPlane, request: Request, body: Any) -> Response:
 
 # -- logs (§4.8) ---------------------------------------------------------------------------------
 
+class _Lines:
+    """Complete lines appended to a Pod's log file since the last read, with the offset
+    each starts at."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.partial = path, 0, b""
+
+    def read(self) -> list[tuple[int, str]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        start = self.offset - len(self.partial)
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        out = []
+        for raw in lines:
+            out.append((start, raw.decode("utf-8", "replace").rstrip("\r")))
+            start += len(raw) + 1
+        return out
+
+
 async def pod_logs(cp: ControlPlane, request: Request, body: Any) -> Response:
     """The Pod's log as SSE: ``container`` lines are its process's output (all its runs),
     ``system`` lines the emulator's about it (started, exited and restarted, stopped).
@@ -580,18 +604,29 @@ async def pod_logs(cp: ControlPlane, request: Request, body: Any) -> Response:
     pod_id = record["object"]["id"]
     runner = _service(cp).runner
     source, tail, since, resume = _params(request)
-    log = _LogFile(runner.log_path(pod_id))
+    log = _Lines(runner.log_path(pod_id))
 
-    async def events() -> AsyncIterator[str]:
-        system = list(runner.events.get(pod_id, []))
-        seen_system = len(runner.events.get(pod_id, []))
-        history = [(ts, "system", line) for ts, line in system]
+    def merged(events: list[PodEvent], lines: list[tuple[int, str]],
+               now: float) -> list[tuple[float, str, str]]:
+        """System and container lines in the order they happened: a system line goes before
+        the container lines printed after it; a container line's time is the next system
+        line's (the log file keeps none of its own), else ``now``."""
+        items = sorted([(e.offset, 0, e.ts, "system", e.line) for e in events]
+                       + [(offset, 1, 0.0, "container", line) for offset, line in lines])
+        out, later = [], now
+        for _, _, ts, src, line in reversed(items):
+            later = ts if src == "system" else later
+            out.append((ts if src == "system" else later, src, line))
+        return out[::-1]
+
+    async def stream() -> AsyncIterator[str]:
+        said = list(runner.events.get(pod_id, []))
+        last = said[-1].n if said else 0
         path = runner.log_path(pod_id)
         mtime = path.stat().st_mtime if path.exists() else time.time()
-        history += [(mtime, "container", line) for line in log.read()]
         seq = 0
         out = []
-        for ts, src, line in history:
+        for ts, src, line in merged(said, log.read(), mtime):
             seq += 1
             if (source in (None, src) and (since is None or ts >= since)
                     and (resume is None or seq > resume)):
@@ -602,13 +637,9 @@ async def pod_logs(cp: ControlPlane, request: Request, body: Any) -> Response:
             yield frame
         beat = time.monotonic()
         while cp.store.resource(POD, pod_id) is not None and not cp.engine.closing:
-            fresh: list[tuple[float, str, str]] = []
-            events = runner.events.get(pod_id, [])
-            if len(events) > seen_system:
-                fresh += [(ts, "system", line) for ts, line in events[seen_system:]]
-                seen_system = len(events)
-            fresh += [(time.time(), "container", line) for line in log.read()]
-            for ts, src, line in fresh:
+            said = [e for e in runner.events.get(pod_id, []) if e.n > last]
+            last = said[-1].n if said else last
+            for ts, src, line in merged(said, log.read(), time.time()):
                 seq += 1
                 if source in (None, src) and (resume is None or seq > resume):
                     yield _frame(seq, ts, src, line)
@@ -617,6 +648,6 @@ async def pod_logs(cp: ControlPlane, request: Request, body: Any) -> Response:
                 yield ": keep-alive\n\n"
             await asyncio.sleep(0.5)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={
         "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
