@@ -239,11 +239,13 @@ class PodRunner:
         launch = pp.launch
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("RUNPOD_", "RPREMOTE_", "XDG_"))}
+        # pip's cache is the emulator user's: it stands for the registry's bandwidth, not for
+        # the container's state (as for official images' workers, supervisor.py)
+        if "PIP_CACHE_DIR" not in env and "PIP_NO_CACHE_DIR" not in env:
+            env["PIP_CACHE_DIR"] = str(user_pip_cache())
         if launch.python_env:
             own_bins = _emulator_bins()
             env = {k: v for k, v in env.items() if k not in _PYTHON_VARS}
-            if "PIP_CACHE_DIR" not in env and "PIP_NO_CACHE_DIR" not in env:
-                env["PIP_CACHE_DIR"] = str(user_pip_cache())
             system_path = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
                            if p and _norm(p) not in own_bins]
             env["PATH"] = os.pathsep.join([str(Path(launch.python_env) / "bin"), *system_path])

@@ -10,6 +10,20 @@ a private container disk as HOME kept while the Pod exists, its volume as
 shown in ``runtime.ports``), the platform's env (§4.9, ``pod_env``). The proxy in front of
 its ``/http`` ports is ``pod_proxy.py``, at ``/pod-proxy/{id}-{port}/...``.
 
+What a Pod's process gets (its own ``env`` first; the platform's names win):
+- §4.9: ``RUNPOD_POD_ID``, ``RUNPOD_POD_HOSTNAME`` (``<id>-local``), ``RUNPOD_DC_ID``,
+  ``RUNPOD_GPU_COUNT`` (0 on a CPU Pod), ``RUNPOD_CPU_COUNT``, ``RUNPOD_PUBLIC_IP``
+  (127.0.0.1), ``RUNPOD_TCP_PORT_<port>`` per ``/tcp`` port (its host port),
+  ``RUNPOD_VOLUME_ID`` with a network volume, ``RUNPOD_API_KEY`` (pod-scoped), and for an
+  official image on a GPU ``CUDA_VERSION`` / ``PYTORCH_VERSION``; no ``PUBLIC_KEY`` or
+  ``JUPYTER_PASSWORD`` (no SSH, no Jupyter here);
+- the emulator's: ``RUNPOD_API_BASE_URL`` and ``RPREMOTE_RUNPOD_API`` (this control plane: a
+  Pod stops itself through it), ``RPREMOTE_PORT_MAP`` (``{"8000": 41234}``: bind
+  127.0.0.1:41234 for the Pod's port 8000), ``RPREMOTE_VOLUME_MOUNT`` (the directory standing
+  for its volume, network or persistent) with ``RPREMOTE_VOLUME_PATH`` (the path it stands
+  for, e.g. ``/workspace``), HOME = its container disk; nothing else of the emulator's
+  ``RPREMOTE_*``/``RUNPOD_*``/``XDG_*`` environment.
+
 Status: ``PROVISIONING`` in the create answer (the process starts right after it); then
 ``RUNNING`` while the process is up, ``STARTING`` while an exited process waits for its
 restart (§4.9: exiting does not stop a Pod), ``EXITED`` after stop, ``ERROR`` when its image
