@@ -108,7 +108,7 @@ CREATE = Obj({
 UPDATE = Obj({"name": Str(min_len=1), "templateId": Str(min_len=1), "mounts": MOUNTS,
               "locked": Bool(), "globalNetworking": Bool(), **CONTAINER_PROPS})
 ACTION = Obj({"action": Str(enum=ACTIONS)}, required=("action",))
-# What a change of restarts the running container (runpod-contract.md §4.4: editing a Pod
+# Fields whose change restarts a running container (runpod-contract.md §4.4: editing a Pod
 # restarts it).
 RESTART_FIELDS = (*CONTAINER_FIELDS, "entrypoint", "cmd", "mounts", "globalNetworking")
 
