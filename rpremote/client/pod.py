@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import sys
 import time
 from typing import Any, Callable
@@ -36,6 +37,7 @@ from .control.ours import MANAGED_ENV, oldest
 from .control.plane import BASE_URL_SETTING, ControlPlane, base_url_setting
 from .local import LocalEmulator
 from .queue import QueueClient
+from .runpod import log_tail
 
 POD_NAME = "rpremote-pod"
 PORT = 8000
@@ -131,7 +133,7 @@ def pod_body(gpu_id: str, count: int, cloud: str, volume: str | None, idle_stop:
         env.update(runpod_image.plan_env(plan))
         args = runpod_image.start_command()
     else:
-        args = " ".join(["python", *serve])
+        args = shlex.join(["python", *serve])
     body: dict[str, Any] = {
         "name": name, "image": choice.image, "args": args,
         "gpu": {"id": gpu_id, "count": count}, "cloud": cloud,
@@ -218,6 +220,7 @@ def wait_ready(plane: ControlPlane, pod_id: str, timeout: float = READY_TIMEOUT_
     started = time.monotonic()
     last = ""
     said = 0.0
+    seen: set[str] = set()
     while True:
         pod = get(plane, pod_id)
         status = pod.get("status")
@@ -242,6 +245,10 @@ def wait_ready(plane: ControlPlane, pod_id: str, timeout: float = READY_TIMEOUT_
         if text != last or time.monotonic() - said > 15:
             say(f"Pod {pod_id}: {text} [{waited:.0f} s]")
             last, said = text, time.monotonic()
+            for line in log_tail(plane, f"/v2/pods/{pod_id}/logs", tail=10):
+                if line not in seen:  # what the container says (a bootstrap, a crash loop)
+                    seen.add(line)
+                    say(f"Pod {pod_id} log: {line}")
         if waited > timeout:
             raise RpremoteError(f"Pod {pod_id} did not become ready in {timeout / 60:.0f} min "
                                 f"(last: {text}); it is still there: `rpremote pod status`, "

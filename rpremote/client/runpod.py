@@ -416,23 +416,28 @@ class ColdStartWatch:
 
 def worker_log(target: RunPodTarget, endpoint_id: str, worker_id: str,
                tail: int = 20, wait_s: float = 1.5) -> list[str]:
-    """The last lines of a worker's log (``GET .../workers/{id}/logs``, Server-Sent Events),
-    read for at most ``wait_s``: the stream follows the log, we only look."""
+    """The last lines of a worker's log (a short look, not a follow)."""
+    return log_tail(target.plane, f"/v2/serverless/{endpoint_id}/workers/{worker_id}/logs",
+                    tail, wait_s)
+
+
+def log_tail(plane: ControlPlane, path: str, tail: int = 20, wait_s: float = 1.5) -> list[str]:
+    """The last lines of a log stream (``GET .../logs``, Server-Sent Events, §4.8) of a
+    worker or a Pod, read for at most ``wait_s``: the stream follows the log, we only look."""
     import httpx
 
     lines: list[str] = []
     deadline = time.monotonic() + wait_s
     try:
-        with target.plane._http.stream(
-                "GET", f"/v2/serverless/{endpoint_id}/workers/{worker_id}/logs",
-                params={"tail": tail}, headers={"Accept": "text/event-stream"},
-                timeout=httpx.Timeout(wait_s, connect=5.0)) as r:
+        with plane._http.stream("GET", path, params={"tail": tail},
+                                headers={"Accept": "text/event-stream"},
+                                timeout=httpx.Timeout(wait_s, connect=5.0)) as r:
             if r.status_code != 200:
                 return []
             for raw in r.iter_lines():
                 if raw.startswith("data:"):
                     try:
-                        lines.append(target.plane.scrub(json.loads(raw[5:])["line"]))
+                        lines.append(plane.scrub(json.loads(raw[5:])["line"]))
                     except (ValueError, KeyError, TypeError):
                         pass
                 if time.monotonic() > deadline:

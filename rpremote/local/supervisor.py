@@ -92,6 +92,10 @@ class Supervisor:
         if self.spec.volumeMount:
             env["RPREMOTE_VOLUME_MOUNT"] = self.spec.volumeMount
         env.update(worker_urls(self.base_url, self.spec.id, self.spec.gpu))
+        if os.environ.get("RUNPOD_POD_ID"):
+            # This server runs in a RunPod Pod (target pod): its workers' RUNPOD_POD_ID is
+            # their worker id (the SDK's), so the Pod's own id goes under another name.
+            env["RPREMOTE_POD_ID"] = os.environ["RUNPOD_POD_ID"]
         env.update(
             RUNPOD_AI_API_KEY=self.worker_token,
             RUNPOD_POD_ID=worker_id,
