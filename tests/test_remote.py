@@ -19,8 +19,8 @@ from rpremote import config, protocol, remote
 from rpremote.capture import dumps
 from rpremote.client import targets
 from rpremote.errors import (
-    ConfigError, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit, RemoteTraceback,
-    ResultPicklingError, SignatureError, TargetNotAvailable, UnpicklableError, VersionMismatch,
+    ApiKeyError, ConfigError, RemoteError, RemoteKeyboardInterrupt, RemoteSystemExit,
+    RemoteTraceback, ResultPicklingError, SignatureError, UnpicklableError, VersionMismatch,
     WorkerLost,
 )
 from rpremote.job import decode_result
@@ -377,14 +377,18 @@ def test_module_state_stays_warm_across_calls():
 
 # -- targets --------------------------------------------------------------------------------------
 
-def test_cloud_targets_say_not_available_and_never_fall_back(monkeypatch):
+def test_cloud_targets_without_a_key_fail_and_never_fall_back(monkeypatch, tmp_path):
+    """No RunPod key anywhere (no $RUNPOD_API_KEY, no ~/.runpod/config.toml): the cloud
+    targets refuse before anything is sent, and never run the call locally instead."""
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RPREMOTE_TARGET", "runpod")
     targets.forget()
     try:
-        with pytest.raises(TargetNotAvailable, match="not available yet"):
+        with pytest.raises(ApiKeyError, match="RUNPOD_API_KEY"):
             echo(1)
         config.configure(target="pod")
-        with pytest.raises(TargetNotAvailable):
+        with pytest.raises(ApiKeyError, match="RUNPOD_API_KEY"):
             echo(1)
         with pytest.raises(ConfigError):
             config.configure(target="cloud")

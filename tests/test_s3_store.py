@@ -156,7 +156,7 @@ def test_every_data_center_has_an_endpoint_and_a_region():
 def test_age_seconds():
     assert age_seconds("7d") == 7 * 86400 and age_seconds("12h") == 43200
     assert age_seconds("90") == 90 and age_seconds("1.5m") == 90 and age_seconds("2w") == 14 * 86400
-    with pytest.raises(ConfigError, match="not an age"):
+    with pytest.raises(ConfigError, match="not a duration"):
         age_seconds("soon")
 
 
