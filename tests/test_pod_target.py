@@ -27,12 +27,14 @@ KEY = "rpk-POD-REHEARSAL-CANARY-42"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 BUSY = "NVIDIA GeForce RTX 4090"  # no capacity in this emulator: the first candidate fails
 FREE = "NVIDIA RTX A5000"
+PROXY_TIMEOUT_S = 4  # RunPod's proxy: 100 s (524), shortened for the tests
 
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     emu = start_emulator(tmp_path_factory.mktemp("pod-emulator"), "--api-key", KEY,
-                         "--pod-capacity", f"{BUSY}=0")
+                         "--pod-capacity", f"{BUSY}=0",
+                         "--pod-proxy-timeout", str(PROXY_TIMEOUT_S))
     try:
         yield emu
     finally:
@@ -111,6 +113,10 @@ def test_up_run_reuse_idle_stop_start_down(emulator, tmp_path):
         first = script(env, CALL)
         assert first.returncode == 0, first.stderr
         assert f"POD {pod['id']}" in first.stdout and "hello from the Pod" in first.stdout
+        # A job longer than the proxy's limit is followed by short polls, transparently.
+        slow = script(env, CALL.replace('print("hello from the Pod")',
+                                        f'import time; time.sleep({PROXY_TIMEOUT_S + 3})'))
+        assert slow.returncode == 0 and f"POD {pod['id']}" in slow.stdout, slow.stderr
         cell = script({**env, "HOME": str(tmp_path / "other")}, CELL)  # another process
         assert cell.returncode == 0, cell.stderr
         assert f"CELL {pod['id']}" in cell.stdout
