@@ -174,3 +174,28 @@ def test_max_hours_stops_a_busy_pod_and_the_caller_is_told(emulator, tmp_path):
     finally:
         with ControlPlane(emulator.url, emulator.key) as cp:
             cp.request("DELETE", f"/v2/pods/{pod['id']}")
+
+
+def test_a_pod_on_the_default_official_image_bootstraps_and_serves(emulator, tmp_path,
+                                                                    s3_server):
+    """No image set: the official image with this Python; its start command installs this
+    rpremote (shipped through the S3 store) into the Pod's clean environment, then serves."""
+    if PYTHON not in rp.OFFICIAL_IMAGE_OF_PYTHON:
+        pytest.skip(f"no official RunPod image has Python {PYTHON}")
+    bucket = f"rpremote-pod-{os.getpid()}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    env = {**pod_env(emulator, tmp_path / "home"), **s3_server.env(),
+           "RPREMOTE_STORE": f"s3://{bucket}/pod"}
+    env.pop("RPREMOTE_IMAGE")
+    up = cli(env, "pod", "up", "--gpu", FREE, "--idle-stop", "10m", timeout=400)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "installing" in up.stderr  # the Pod's log, shown while it starts
+    pod = the_pod(emulator)
+    try:
+        assert pod["image"] == rp.OFFICIAL_IMAGE_OF_PYTHON[PYTHON].tag
+        first = script(env, CALL)
+        assert first.returncode == 0, first.stderr
+        assert f"POD {pod['id']}" in first.stdout
+    finally:
+        with ControlPlane(emulator.url, emulator.key) as cp:
+            cp.request("DELETE", f"/v2/pods/{pod['id']}")
