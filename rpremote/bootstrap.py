@@ -114,7 +114,8 @@ def fetch_wheel(wheel, site):
         options = {}
         if scheme == "runpod-volume":
             dc = dict(p.partition("=")[::2] for p in query.split("&") if p).get("dc", "")
-            options = {"endpoint_url": os.environ.get("RPREMOTE_RUNPOD_S3_ENDPOINT")  # s3.RUNPOD_ENDPOINT_SETTING
+            # RPREMOTE_RUNPOD_S3_ENDPOINT: s3.RUNPOD_ENDPOINT_SETTING (a rehearsal's server)
+            options = {"endpoint_url": os.environ.get("RPREMOTE_RUNPOD_S3_ENDPOINT")
                        or f"https://s3api-{dc.lower()}.runpod.io/",
                        "region_name": dc,
                        "aws_access_key_id": os.environ.get("RUNPOD_S3_ACCESS_KEY_ID"),
