@@ -368,6 +368,9 @@ class Job:
 
     def _step(self, deadline: float | None):
         """One long-poll: new chunks, maybe a new status, maybe the end (sans-I/O steps)."""
+        following = getattr(self.reporter, "following", None)
+        if following is not None:  # the journal's log spool: "this process follows the job"
+            following(self)
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:

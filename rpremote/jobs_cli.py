@@ -2,9 +2,11 @@
 
 ``jobs`` reads the journal; first it asks the platform about the jobs the journal has not seen
 end (a spawned job nobody followed still reads IN_QUEUE there), unless ``--cached``. ``logs``
-and ``cancel`` find the job's endpoint in the journal and then ask the queue API of the target
-the job ran on. None of them starts the local emulator (a job that ran on it is gone with it).
-Every failure is one line on stderr and exit status 1.
+prints the job's log spool (``log_spool.py``: what the process following the job received),
+and for a running job what it prints next, until it ends; a job nobody follows is followed
+from here (``log_follow.py``). ``cancel`` finds the job's endpoint in the journal and asks the
+queue API of the target the job ran on. None of them starts the local emulator (a job that ran
+on it is gone with it). Every failure is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,7 +38,7 @@ def run_job_command(command: str, argv: list[str]) -> int:
         if command == "jobs":
             return _jobs(args)
         if command == "logs":
-            return _logs(args.id)
+            return _logs(args.id, follow=not args.no_follow)
         return _cancel(args.id)
     except (CommandError, RpremoteError) as e:
         print(f"rpremote {command}: {e}", file=sys.stderr)
@@ -55,10 +58,14 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="only what the journal says: do not ask the platform about jobs "
                             "it has not seen end")
         return p
-    what = {"logs": "Print what a job printed (its output, as the platform still holds it).",
+    what = {"logs": "Print what a job printed; for a running job, also what it prints next, "
+                    "until it ends (Ctrl-C stops watching, not the job).",
             "cancel": "Cancel a job (queued: removed; running: stopped)."}[command]
     p = argparse.ArgumentParser(prog=f"rpremote {command}", description=what)
     p.add_argument("id", help="the job's id, or a unique prefix of it (as `rpremote jobs` shows)")
+    if command == "logs":
+        p.add_argument("--no-follow", action="store_true",
+                       help="print the output so far and return, even while the job runs")
     return p
 
 
@@ -156,18 +163,12 @@ def _entry(job_id: str) -> journal.Entry:
 
 def _queue(entry: journal.Entry):
     """A queue client for the target the job ran on; never starts anything."""
-    if entry.target not in (None, "local"):
-        raise CommandError(f"job {entry.id} ran on the {entry.target!r} target, which this "
-                           "version of rpremote cannot reach yet")
-    from .client.local import LocalEmulator
-    from .client.queue import QueueClient
+    from .log_follow import CannotFollow, queue_for
 
-    emulator = LocalEmulator.running()
-    if emulator is None:
-        raise CommandError(f"the local emulator is not running, so job {entry.id} is gone "
-                           "with it (it stops after 15 idle minutes)")
-    return QueueClient(emulator.url, emulator.key,
-                       where=f"the local emulator (pid {emulator.pid})")
+    try:
+        return queue_for(entry)
+    except CannotFollow as e:
+        raise CommandError(str(e)) from None
 
 
 def _ask(entry: journal.Entry, op: str) -> dict[str, Any]:
@@ -187,8 +188,68 @@ def _ask(entry: journal.Entry, op: str) -> dict[str, Any]:
         queue.close()
 
 
-def _logs(job_id: str) -> int:
+FOLLOW_POLL_S = 0.25  # how often a followed job's spool is read again
+
+
+def _logs(job_id: str, follow: bool = True) -> int:
+    from . import log_follow, log_spool
+
     entry = _entry(job_id)
+    directory = journal.journal().spool_dir
+    if log_follow.ended(entry) and not log_spool.read(directory, entry.id)[2]:
+        return _platform_logs(entry)  # nothing spooled (it printed nothing, or is older)
+    offset, printed, last, takeover, thread = 0, False, "", None, None
+    step_until = time.monotonic() + 2.0  # --no-follow: a round or two with the platform
+    said_following = False
+    try:
+        while True:
+            if not log_follow.ended(entry) and (thread is None or not thread.is_alive()):
+                takeover = log_follow.take_over(entry)
+                if takeover is not None:
+                    stop = None if follow else (lambda: time.monotonic() > step_until)
+                    thread = threading.Thread(target=takeover.run, kwargs={"stop": stop},
+                                              daemon=True)
+                    thread.start()
+            text, offset, _ = log_spool.read(directory, entry.id, offset)
+            if text:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                printed, last = True, text
+            if log_follow.ended(entry):
+                break
+            if takeover is not None and takeover.problem and not thread.is_alive():
+                print(f"rpremote logs: {takeover.problem}", file=sys.stderr)
+                return 1
+            if not follow and (thread is None or not thread.is_alive()):
+                text, offset, _ = log_spool.read(directory, entry.id, offset)
+                sys.stdout.write(text)
+                print(f"(job {entry.id} is {entry.status}; this is its output so far)",
+                      file=sys.stderr)
+                return 0
+            if follow and not said_following:
+                said_following = True
+                print(f"(job {entry.id} is {entry.status}: its output follows as it comes, "
+                      "until it ends; Ctrl-C stops watching, not the job)", file=sys.stderr)
+            time.sleep(FOLLOW_POLL_S)
+            entry = journal.get(entry.id) or entry
+    except KeyboardInterrupt:
+        print(f"\n(stopped watching; job {entry.id} goes on)", file=sys.stderr)
+        return 130
+    if thread is not None:
+        thread.join(5)
+    text, offset, _ = log_spool.read(directory, entry.id, offset)
+    sys.stdout.write(text)
+    if text:
+        printed, last = True, text
+    if printed and not last.endswith("\n"):
+        sys.stdout.write("\n")
+    if not printed:
+        print(f"(job {entry.id} printed nothing)", file=sys.stderr)
+    return 0
+
+
+def _platform_logs(entry: journal.Entry) -> int:
+    """An ended job without a spool: its output, as the platform still holds it."""
     st = _ask(entry, "status")
     _note(entry, st)
     parts: list[str] = []
@@ -218,12 +279,18 @@ def _logs(job_id: str) -> int:
 
 
 def _cancel(job_id: str) -> int:
-    entry = _entry(job_id)
-    st = _ask(entry, "cancel")
-    status = st.get("status") or "?"
-    _note(entry, st)
+    entry, status = cancel(job_id)
     print(f"{entry.id}: {status}")
     return 0
+
+
+def cancel(job_id: str) -> tuple[journal.Entry, str]:
+    """Cancel a job on the target it ran on; the journal learns the status the platform
+    answers. Raises ``CommandError`` (or ``RpremoteError``) saying why it could not."""
+    entry = _entry(job_id)
+    st = _ask(entry, "cancel")
+    _note(entry, st)
+    return entry, st.get("status") or "?"
 
 
 def _note(entry: journal.Entry, st: dict[str, Any]) -> None:

@@ -60,10 +60,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     execution_ms INTEGER,
     cost_usd REAL,
     error TEXT,
-    attempts INTEGER
+    attempts INTEGER,
+    source TEXT,
+    cell TEXT,
+    usd_per_s REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_submitted ON jobs (submitted_at);
 """
+# Columns added after the first release: added to an older journal when it is opened.
+_ADDED = (("source", "TEXT"), ("cell", "TEXT"), ("usd_per_s", "REAL"))
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class Entry:
     cost_usd: float | None = None
     error: str | None = None
     attempts: int | None = None
+    source: str | None = None  # the notebook's path, or the script (sys.argv[0]); None: unknown
+    cell: str | None = None  # the notebook cell's execution count, when it came from one
+    usd_per_s: float | None = None  # what a second of it costs (the cost_usd rate)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,10 +144,26 @@ class Journal:
         return self._write(sql, (*values.values(), job_id))
 
     def prune(self, keep: int = MAX_ROWS) -> bool:
-        """Drop all but the newest ``keep`` jobs."""
-        return self._write(
+        """Drop all but the newest ``keep`` jobs, and the log spools of those dropped."""
+        ok = self._write(
             "DELETE FROM jobs WHERE submitted_at < (SELECT submitted_at FROM jobs "
             "ORDER BY submitted_at DESC LIMIT 1 OFFSET ?)", (keep - 1,))
+        if ok and self.spool_dir.exists():
+            from . import log_spool
+
+            try:
+                kept = {row[0] for row in self._read("SELECT id FROM jobs", ())}
+                log_spool.prune(self.spool_dir, kept)
+            except Exception:
+                pass
+        return ok
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the jobs' log spools are (``log_spool.py``): beside the journal."""
+        from .log_spool import spool_dir
+
+        return spool_dir(self.path.parent)
 
     def _write(self, sql: str, params: tuple) -> bool:
         import sqlite3
@@ -170,8 +194,8 @@ class Journal:
     # -- reading -------------------------------------------------------------------------------
 
     def recent(self, limit: int = 50, status: str | None = None,
-               name: str | None = None) -> list[Entry]:
-        """The newest jobs first; ``status`` and ``name`` filter exactly."""
+               name: str | None = None, source: str | None = None) -> list[Entry]:
+        """The newest jobs first; ``status``, ``name`` and ``source`` filter exactly."""
         where, params = [], []
         if status:
             where.append("status = ?")
@@ -179,10 +203,32 @@ class Journal:
         if name:
             where.append("name = ?")
             params.append(name)
+        if source:
+            where.append("source = ?")
+            params.append(source)
         sql = (f"SELECT {', '.join(COLUMNS)} FROM jobs"
                + (f" WHERE {' AND '.join(where)}" if where else "")
                + " ORDER BY submitted_at DESC LIMIT ?")
         return [Entry(*row) for row in self._read(sql, (*params, limit))]
+
+    def sources(self) -> list[str]:
+        """The notebooks and scripts jobs came from, most recent first."""
+        rows = self._read("SELECT source, MAX(submitted_at) AS t FROM jobs "
+                          "WHERE source IS NOT NULL GROUP BY source ORDER BY t DESC", ())
+        return [row[0] for row in rows]
+
+    def unended(self, limit: int = 200) -> list[Entry]:
+        """The newest jobs the journal has not seen end."""
+        ended = (*rp.TERMINAL_STATES, "EXPIRED", "UNKNOWN")
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE status IS NULL OR status NOT IN "
+               f"({', '.join('?' * len(ended))}) ORDER BY submitted_at DESC LIMIT ?")
+        return [Entry(*row) for row in self._read(sql, (*ended, limit))]
+
+    def finished_between(self, start: float, end: float) -> list[Entry]:
+        """Jobs that ended in ``[start, end)`` (epoch seconds)."""
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE finished_at >= ? "
+               "AND finished_at < ?")
+        return [Entry(*row) for row in self._read(sql, (start, end))]
 
     def get(self, job_id: str) -> Entry | None:
         """The job with this id or unique id prefix; ``AmbiguousJobId`` when several match."""
@@ -224,6 +270,13 @@ class Journal:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for column, kind in _ADDED:
+                if column not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError:  # added meanwhile by another process
+                        pass
         except BaseException:
             conn.close()
             raise
@@ -293,11 +346,15 @@ def get(job_id: str) -> Entry | None:
 class JournalReporter:
     """A reporter that passes everything on to ``inner`` and writes the journal on the side:
     a row when a job's id is first seen, an update when its status or worker changes, the
-    times, error and cost when it ends."""
+    times, error and cost when it ends. Every log line also goes to the job's log spool
+    (``log_spool.py``), so other processes can show the output of a job this one follows.
+
+    ``adopted``: the journal row of a job submitted elsewhere that this process now follows
+    (``log_follow.py``): its name, kind, times and source are kept, not written again."""
 
     def __init__(self, inner: "Reporter", *, target: str, resources: "Resources | None" = None,
                  kind: str = "call", path: Path | None = None,
-                 usd_per_s: float | None = None):
+                 usd_per_s: float | None = None, adopted: Entry | None = None):
         self.inner = inner
         self.target = target
         self.kind = kind
@@ -306,14 +363,56 @@ class JournalReporter:
         # else the flex price of the function's GPU (Serverless, and the local estimate).
         self.usd_per_s = usd_per_s or (resources.flex_usd_per_s if resources is not None
                                        else None)
+        self.adopted = adopted
+        if adopted is not None:
+            self.usd_per_s = adopted.usd_per_s
         self.journal = journal(path)
+        self.source, self.cell = (None, None) if adopted is not None else origin()
         self._seen: dict[str, tuple[str, str | None]] = {}  # job id -> (status, worker) written
+        self._spools: dict[str, Any] = {}  # job id -> its SpoolWriter
+        self._spool_failed = False
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # whatever else the inner reporter offers
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    # -- the log spool --------------------------------------------------------------------------
+
+    def _spool(self, job: "JobView") -> Any:
+        job_id = job.id
+        if not job_id or self._spool_failed:
+            return None
+        writer = self._spools.get(job_id)
+        if writer is None:
+            from .log_spool import SpoolWriter
+
+            try:
+                writer = SpoolWriter(self.journal.spool_dir, job_id)
+            except ValueError:  # not an id that makes a file name: not spooled
+                return None
+            with self._lock:
+                writer = self._spools.setdefault(job_id, writer)
+        return writer
+
+    def _spooling(self, action: Any) -> None:
+        """Spooling is a convenience: a failure warns once and the job goes on."""
+        try:
+            action()
+        except OSError as e:
+            self._spool_failed = True
+            print(f"rpremote: cannot write the log spool in {self.journal.spool_dir} "
+                  f"({type(e).__name__}: {e}); other processes will not see this job's output "
+                  "live", file=sys.stderr, flush=True)
+
+    def following(self, job: "JobView") -> None:
+        """The job is about to be asked for more output: this process follows it."""
+        writer = self._spool(job)
+        if writer is not None:
+            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None)))
+
+    # -- the reporter ---------------------------------------------------------------------------
 
     def status(self, job: "JobView", status: str, worker: str | None) -> None:
         self.inner.status(job, status, worker)
@@ -333,6 +432,9 @@ class JournalReporter:
 
     def log(self, job: "JobView", stream: str, text: str) -> None:
         self.inner.log(job, stream, text)
+        writer = self._spool(job)
+        if writer is not None:
+            self._spooling(lambda: writer.append(text, getattr(job, "_batches_seen", None)))
 
     def finished(self, job: "JobView", status: str) -> None:
         self.inner.finished(job, status)
@@ -341,8 +443,9 @@ class JournalReporter:
             return
         with self._lock:
             self._seen.pop(job_id, None)
+            writer = self._spools.pop(job_id, None)
         values = self._first(job, status)
-        error = None
+        error = traceback = None
         final = getattr(job, "_final", None) or {}
         result = getattr(job, "_result", None)
         if isinstance(result, dict) and result.get("ok") is False:
@@ -350,31 +453,92 @@ class JournalReporter:
             err = result.get("error") or {}
             values["status"] = rp.FAILED
             error = f"{err.get('type', 'Error')}: {first_line(err.get('message', ''))}"
+            traceback = _traceback_of(err)
         elif status != rp.COMPLETED and final.get("error"):
             error = final["error"]
+            if len(str(error).strip().splitlines()) > 1:
+                traceback = str(error)
         execution = getattr(job, "execution_time", None)
         cost = (execution * self.usd_per_s if execution is not None and self.usd_per_s
                 else None)
-        values.update(finished_at=time.time(), execution_ms=_ms(execution), cost_usd=cost,
-                      error=error)
+        values.update(finished_at=self._finished_at(job), execution_ms=_ms(execution),
+                      cost_usd=cost, error=error)
+        if writer is None and traceback:
+            writer = self._spool(job)
+            self._spools.pop(job_id, None)
+        if writer is not None:
+            if traceback:
+                self._spooling(lambda: writer.write_traceback(traceback))
+            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None)))
+            writer.close()
         self.journal.record(job_id, **values)
 
+    def _finished_at(self, job: "JobView") -> float:
+        """Now; for an adopted job that ended before we looked, when it ended."""
+        entry = self.adopted
+        execution = getattr(job, "execution_time", None)
+        delay = getattr(job, "delay_time", None)
+        if entry is not None and entry.submitted_at and execution is not None and delay is not None:
+            return min(time.time(), entry.submitted_at + delay + execution)
+        return time.time()
+
     def _first(self, job: "JobView", status: str) -> dict[str, Any]:
+        if self.adopted is not None:
+            return dict(endpoint=job.endpoint, status=status,
+                        worker=getattr(job, "worker", None),
+                        **self._started(job, self.adopted.submitted_at))
         submitted = time.time() - (time.monotonic() - job.submitted_at)
         return dict(endpoint=job.endpoint, target=self.target, name=job.name, kind=self.kind,
                     gpu=self.gpu, status=status, worker=getattr(job, "worker", None),
                     submitted_at=submitted,
                     attempts=len(getattr(job, "attempts", None) or ()) + 1,
+                    source=self.source, cell=self.cell, usd_per_s=self.usd_per_s,
                     **self._started(job, submitted))
 
-    @staticmethod
-    def _started(job: "JobView", submitted: float | None = None) -> dict[str, Any]:
+    def _started(self, job: "JobView", submitted: float | None = None) -> dict[str, Any]:
         delay = getattr(job, "delay_time", None)
         if delay is None:
             return {}
         if submitted is None:
-            submitted = time.time() - (time.monotonic() - job.submitted_at)
+            submitted = (self.adopted.submitted_at if self.adopted is not None else None) or (
+                time.time() - (time.monotonic() - job.submitted_at))
         return {"delay_ms": _ms(delay), "started_at": submitted + delay}
+
+
+def _traceback_of(err: dict[str, Any]) -> str | None:
+    try:
+        from .tracebacks import text_of
+
+        text = text_of(err)
+    except Exception:
+        text = err.get("traceback")
+    return str(text) if text else None
+
+
+def origin() -> tuple[str | None, str | None]:
+    """Where the calls of this process come from: ``(notebook path, cell)`` in a Jupyter
+    kernel (the server tells the kernel its notebook in ``JPY_SESSION_NAME``; the cell is its
+    execution count), else ``(the script, None)``; ``(None, None)`` when unknown."""
+    ipython = sys.modules.get("IPython")
+    shell = None
+    if ipython is not None:
+        try:
+            shell = ipython.get_ipython()
+        except Exception:
+            shell = None
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        import os
+
+        source = os.environ.get("JPY_SESSION_NAME") or None
+        count = getattr(shell, "execution_count", None)
+        return source, (str(count) if isinstance(count, int) else None)
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0 in ("", "-c", "-m"):
+        return None, None
+    try:
+        return str(Path(argv0).resolve()), None
+    except OSError:
+        return argv0, None
 
 
 def _ms(seconds: float | None) -> int | None:
