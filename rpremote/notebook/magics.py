@@ -36,7 +36,8 @@ _cell_numbers = itertools.count(1)
 
 LINE_USAGE = """\
 %runpod config [key=value ...]   show or set: gpu, timeout (cell defaults), views, target, quiet,
-                                 store (s3://BUCKET[/PREFIX], runpod-volume://ID[/PREFIX], none)
+                                 image, store (s3://BUCKET[/PREFIX], runpod-volume://ID[/PREFIX],
+                                 none)
 %runpod jobs [--limit N] [--status S] [--name NAME]
 %runpod logs JOB                 what a job printed
 %runpod cancel JOB               cancel a job (queued: removed; running: stopped)
@@ -191,6 +192,7 @@ class RunpodMagics(Magics):
               f"quiet   = {bool(settings.quiet)}\n"
               f"secret  = from {secret_from} (never shown)\n"
               f"runpod key = {_runpod_key_shown()}\n"
+              f"image   = {_image_shown()}   (targets runpod and pod)\n"
               f"store   = {_store_shown()}")
 
     def _set(self, key: str, value: str) -> None:
@@ -224,9 +226,11 @@ class RunpodMagics(Magics):
             config.configure(quiet=value.lower() in ("true", "1", "yes"))
         elif key == "store":
             config.set_store(value, "%runpod config store=...")
+        elif key == "image":
+            config.configure(image=value)
         else:
             raise ConfigError(f"%runpod config: unknown key {key!r}; keys: gpu, timeout, "
-                              "views, target, quiet, store")
+                              "views, target, quiet, store, image")
 
     def _line_wait(self, argv: list[str]) -> None:
         """Wait for ``--async`` cells (all, or those named), bring their names back and show
@@ -291,6 +295,18 @@ def _runpod_key_shown() -> str:
     except ConfigError as e:
         return f"not usable: {e}"
     return f"from {source} (never shown)" if key else "none (set RUNPOD_API_KEY)"
+
+
+def _image_shown() -> str:
+    """The worker image RunPod endpoints and Pods get, and where that choice comes from."""
+    from ..client.runpod_image import choose
+    from ..errors import VersionMismatch
+
+    try:
+        chosen = choose(None)
+    except VersionMismatch as e:
+        return f"not usable: {e}"
+    return f"{chosen.image} ({chosen.source})"
 
 
 def _store_shown() -> str:
