@@ -33,7 +33,8 @@ from rpremote.client.control import ControlPlane
 from rpremote.errors import ApiKeyError, InvalidRequest, JobCancelled, WorkersUnhealthy
 
 KEY = "rpk-REHEARSAL-CANARY-0123456789"
-READY_IMAGE = rp.worker_image(f"{sys.version_info.major}.{sys.version_info.minor}")
+PYTHON_MINOR = f"{sys.version_info.major}.{sys.version_info.minor}"
+READY_IMAGE = rp.worker_image(PYTHON_MINOR)
 OTHER_IMAGE = "rpremote-tests/executor:2"  # mapped to the executor too, under another name
 
 
@@ -310,3 +311,39 @@ def test_every_control_plane_request_fits_the_documented_schemas(rehearsal, monk
     create = next(r for r in recording.requests if r["method"] == "POST")
     assert create["body"]["timeout"] > 0
     assert create["body"]["gpu"]["pools"] == ["ADA_24", "AMPERE_24"]
+
+
+# -- the create body, as data (no server needed) -------------------------------------------------
+
+def test_gpu_types_map_to_their_pools_and_exclude_the_pools_other_types():
+    from rpremote.client.runpod import gpu_fields
+    from rpremote.resources import make_resources
+
+    named = gpu_fields(make_resources(gpu=["NVIDIA RTX A5000", "NVIDIA L4"], gpu_count=2))
+    assert named == {"pools": ["AMPERE_24"], "count": 2,
+                     "excludedTypes": ["NVIDIA GeForce RTX 3090"]}
+    pool_too = gpu_fields(make_resources(gpu=["AMPERE_24", "NVIDIA L4", "ADA_24"]))
+    assert pool_too == {"pools": ["AMPERE_24", "ADA_24"], "count": 1}  # the pool wins
+
+
+def test_a_network_volume_store_attaches_the_volume_in_its_data_center():
+    from rpremote.client.runpod import endpoint_body
+    from rpremote.client.runpod_image import choose
+    from rpremote.resources import make_resources
+
+    body = endpoint_body(make_resources(gpu="ADA_24"), choose(READY_IMAGE), {"A": "1"},
+                         ("agv6w2qcg7", "EU-RO-1"))
+    assert body["networkVolumes"] == ["agv6w2qcg7"] and body["dataCenterIds"] == ["EU-RO-1"]
+    assert body["timeout"] > 0 and "args" not in body  # a ready image: its own command
+    official = endpoint_body(make_resources(), choose(None), {}, None)
+    assert official["args"].startswith("python -c ") and official["cpu"][0]["vcpuCount"] >= 2
+
+
+def test_an_image_with_another_python_is_refused_before_anything_is_sent():
+    from rpremote.client.runpod_image import choose
+    from rpremote.errors import VersionMismatch
+
+    other = next(i for i in rp.OFFICIAL_IMAGES if i.python != PYTHON_MINOR)
+    with pytest.raises(VersionMismatch) as refused:
+        choose(other.tag)
+    assert other.python in str(refused.value) and PYTHON_MINOR in str(refused.value)
