@@ -87,7 +87,8 @@ export function clock(epoch: number | null | undefined): string {
   if (!epoch) {
     return '';
   }
-  return new Date(epoch * 1000).toLocaleString();
+  const d = new Date(epoch * 1000);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
 }
 
 /**

@@ -35,12 +35,9 @@ class JobRow {
       'li',
       { class: 'rp-job', 'data-job-id': job.id },
       h('span', { class: 'rp-dot', 'aria-hidden': 'true' }),
-      this.open,
-      this.cost,
-      this.state,
-      this.place,
-      this.time,
-      this.cancel
+      h('div', { class: 'rp-job-line' }, this.open, this.cost),
+      h('div', { class: 'rp-job-line' }, this.state, this.cancel),
+      h('div', { class: 'rp-job-line rp-job-sub' }, this.place, this.time)
     );
     this.node.addEventListener('click', () => onOpen(this.job.id));
     this.open.addEventListener('click', event => {

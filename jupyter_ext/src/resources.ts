@@ -251,10 +251,11 @@ export class CostSection extends Section {
           { class: 'rp-cost' },
           h('div', {}, h('dt', {}, 'today'), h('dd', {}, this.today)),
           h('div', {}, h('dt', {}, 'this month'), h('dd', {}, this.month)),
-          h('div', {}, h('dt', {}, 'burning now'), h('dd', {}, this.burn))
-        ),
-        h('p', { class: 'rp-note' }, 'Estimated from the job journal at RunPod prices (local jobs: what they would cost).')
+          h('div', {}, h('dt', {}, 'burn rate'), h('dd', {}, this.burn))
+        )
       );
+      this.node.title = 'Estimated from the job journal at RunPod prices (local jobs: what they would cost)' +
+        ' and, for the burn rate, from running Pods and busy workers.';
     }
     setText(this.today, usd(data.today_usd));
     setText(this.month, usd(data.month_usd));
