@@ -1,0 +1,230 @@
+"""The sidebar's REST API (rpremote.jupyter) in a real Jupyter Server (pytest-jupyter), over
+real jobs on the local target: a real emulator with real workers, under a fresh RPREMOTE_HOME,
+stopped by its PID at the end (``fresh_home``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from rpremote import config, journal, remote
+
+REPO = Path(__file__).resolve().parents[2]
+STATES = {"IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT",
+          "UNKNOWN", "EXPIRED"}
+JOB_FIELDS = {"id", "name", "kind", "target", "endpoint", "gpu", "status", "worker",
+              "submitted_at", "started_at", "finished_at", "delay_ms", "execution_ms",
+              "cost_usd", "error", "source", "cell"}
+
+
+@remote(gpu="ADA_24", workers=(0, 2), idle_timeout=30)
+def greet(name):
+    print(f"hello {name}", flush=True)
+    print("second line", flush=True)
+    return name
+
+
+@remote(gpu="ADA_24", workers=(0, 2), idle_timeout=30)
+def breaks(n):
+    raise ValueError(f"bad number {n}\nmore words")
+
+
+@remote(gpu="ADA_24", workers=(0, 2), idle_timeout=30)
+def ticker(n, pause):
+    for i in range(n):
+        print(f"tick {i}", flush=True)
+        time.sleep(pause)
+    return n
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    config.configure(quiet=True)
+    yield
+    config.reset()
+
+
+async def get(jp_fetch, *parts, **params):
+    r = await jp_fetch("rpremote", "api", *parts, params=params or None)
+    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
+    return json.loads(r.body)
+
+
+async def fails(jp_fetch, code, *parts, method="GET", **kw):
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("rpremote", "api", *parts, method=method,
+                       **({"body": b""} if method == "POST" else {}), **kw)
+    assert e.value.code == code, e.value.response.body
+    body = json.loads(e.value.response.body)
+    assert set(body) == {"error"} and body["error"], body
+    return body["error"]
+
+
+async def eventually(check, timeout=30.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def test_the_repo_enables_the_extension():
+    enabled = json.loads((REPO / "jupyter-config" / "jupyter_server_config.d" /
+                          "rpremote.json").read_text())
+    assert enabled == {"ServerApp": {"jpserver_extensions": {"rpremote.jupyter": True}}}
+    import rpremote.jupyter
+
+    assert rpremote.jupyter._jupyter_server_extension_points() == [{"module": "rpremote.jupyter"}]
+
+
+async def test_every_route_needs_jupyters_token(jp_fetch, fresh_home):
+    no_token = {"headers": {"Authorization": ""}}
+    for parts, method in [(("jobs",), "GET"), (("jobs", "x"), "GET"),
+                          (("jobs", "x", "logs"), "GET"), (("jobs", "x", "cancel"), "POST"),
+                          (("endpoints",), "GET"), (("endpoints", "x"), "DELETE"),
+                          (("pods",), "GET"), (("pods", "x", "stop"), "POST"),
+                          (("pods", "x", "terminate"), "POST"), (("cost",), "GET")]:
+        await fails(jp_fetch, 403, *parts, method=method, **no_token)
+    # With the token, an empty journal and no emulator: answers, and nothing was started.
+    listed = await get(jp_fetch, "jobs")
+    assert listed["jobs"] == [] and listed["sources"] == [] and listed["now"] > 0
+    local = (await get(jp_fetch, "endpoints"))["local"]
+    assert local == {"running": False, "url": None, "endpoints": [], "error": None}
+    assert not (fresh_home / "emulator" / "server.json").exists()
+
+
+async def test_without_a_key_runpod_and_pods_say_so(jp_fetch, fresh_home, no_runpod_key):
+    runpod = (await get(jp_fetch, "endpoints"))["runpod"]
+    assert runpod["configured"] is False and runpod["endpoints"] == []
+    assert "no RunPod API key" in runpod["error"]
+    pods = await get(jp_fetch, "pods")
+    assert pods["pods"] == [] and "no RunPod API key" in pods["error"]
+    assert "no RunPod API key" in await fails(jp_fetch, 400, "pods", "abc", "stop",
+                                              method="POST")
+    assert "no RunPod API key" in await fails(jp_fetch, 400, "endpoints", "abc",
+                                              method="DELETE", params={"target": "runpod"})
+    cost = await get(jp_fetch, "cost")
+    assert cost["today_usd"] == 0 and cost["month_usd"] == 0 and cost["burn_usd_per_h"] == 0
+
+
+async def test_bad_ids_are_json_404s(jp_fetch, fresh_home):
+    journal.record("abc-123", "rpremote-cpu-0", target="local", name="f", status="COMPLETED",
+                   submitted_at=time.time())
+    for parts in [("jobs", "no-such-job"), ("jobs", "no-such-job", "logs"),
+                  ("jobs", "..%2F..%2Fetc"), ("nothing-here",), ("jobs", "a", "b", "c")]:
+        await fails(jp_fetch, 404, *parts)
+    assert "no job 'nope'" in await fails(jp_fetch, 404, "jobs", "nope", "cancel", method="POST")
+    assert "not running" in await fails(jp_fetch, 404, "endpoints", "rpremote-x-00000000",
+                                        method="DELETE")
+    assert "whole number" in await fails(jp_fetch, 400, "jobs", "abc-123", "logs",
+                                         params={"offset": "x"})
+    # A known job of a stopped emulator: its row, empty logs, done (it is gone with it).
+    assert (await get(jp_fetch, "jobs", "abc"))["id"] == "abc-123"
+    logs = await get(jp_fetch, "jobs", "abc-123", "logs")
+    assert logs == {"text": "", "offset": 0, "done": True}
+    assert "not running" in await fails(jp_fetch, 409, "jobs", "abc-123", "cancel",
+                                        method="POST")
+
+
+async def test_jobs_detail_live_logs_cancel_endpoints_and_cost(jp_fetch, fresh_home,
+                                                               no_runpod_key):
+    t0 = time.time()
+    assert await asyncio.to_thread(greet, "sidebar") == "sidebar"
+    with pytest.raises(ValueError):
+        await asyncio.to_thread(breaks, 7)
+    done = journal.recent(limit=2)
+    ok_id = next(e.id for e in done if e.name == "greet")
+    failed_id = next(e.id for e in done if e.name == "breaks")
+
+    # The list: newest first, every field, from this process's source.
+    listed = await get(jp_fetch, "jobs")
+    rows = listed["jobs"]
+    assert [r["id"] for r in rows] == [failed_id, ok_id]
+    assert all(set(r) == JOB_FIELDS for r in rows) and all(r["status"] in STATES for r in rows)
+    ok = rows[1]
+    assert ok["status"] == "COMPLETED" and ok["name"] == "greet" and ok["kind"] == "call"
+    assert ok["target"] == "local" and ok["gpu"] == "ADA_24" and ok["worker"]
+    assert t0 <= ok["submitted_at"] <= ok["started_at"] <= ok["finished_at"] <= time.time()
+    assert ok["execution_ms"] >= 0 and ok["cost_usd"] > 0 and ok["error"] is None
+    assert ok["source"] and listed["sources"] == [ok["source"]]
+    assert rows[0]["error"] == "ValueError: bad number 7"
+    assert [r["id"] for r in (await get(jp_fetch, "jobs", status="FAILED"))["jobs"]] == [failed_id]
+    assert (await get(jp_fetch, "jobs", source="elsewhere.ipynb"))["jobs"] == []
+    assert len((await get(jp_fetch, "jobs", limit="1"))["jobs"]) == 1
+
+    # A job's detail: the traceback of a failed one, the size of its logs.
+    detail = await get(jp_fetch, "jobs", failed_id)
+    assert detail["status"] == "FAILED" and "ValueError" in detail["traceback"]
+    assert "bad number 7" in detail["traceback"] and "more words" in detail["traceback"]
+    detail = await get(jp_fetch, "jobs", ok_id)
+    assert detail["traceback"] is None and detail["logs_size"] == len("hello sidebar\nsecond line\n")
+    logs = await get(jp_fetch, "jobs", ok_id, "logs")
+    assert logs == {"text": "hello sidebar\nsecond line\n", "offset": detail["logs_size"],
+                    "done": True}
+    again = await get(jp_fetch, "jobs", ok_id, "logs", offset=str(logs["offset"] - 12))
+    assert again == {"text": "second line\n", "offset": logs["offset"], "done": True}
+
+    # Endpoints: the local emulator and its endpoint, with workers and queue.
+    endpoints = await get(jp_fetch, "endpoints")
+    local = endpoints["local"]
+    assert local["running"] is True and local["url"].startswith("http://127.0.0.1:")
+    assert local["error"] is None
+    (ep,) = [e for e in local["endpoints"] if e["id"] == ok["endpoint"]]
+    assert ep["gpu"] == "ADA_24" and set(ep["workers"]) == {"idle", "running", "initializing"}
+    assert set(ep["queue"]) == {"inQueue", "inProgress"}
+
+    # A spawned job nobody follows: its logs come live through the server, which follows it.
+    job = await asyncio.to_thread(ticker.spawn, 60, 0.25)
+    seen = {"text": "", "offset": 0}
+
+    async def more_logs():
+        part = await get(jp_fetch, "jobs", job.id, "logs", offset=str(seen["offset"]))
+        assert part["offset"] >= seen["offset"]
+        seen["text"] += part["text"]
+        seen["offset"] = part["offset"]
+        assert not part["done"]
+        return "tick 2\n" in seen["text"]
+
+    await eventually(more_logs, timeout=60, what="the spawned job's lines in its logs")
+    assert seen["text"].startswith("tick 0\ntick 1\ntick 2\n")
+    running = await get(jp_fetch, "jobs", job.id)
+    assert running["status"] == "IN_PROGRESS" and running["worker"]
+
+    # While it runs, it burns: its GPU's flex price per hour.
+    cost = await get(jp_fetch, "cost")
+    assert cost["burn_usd_per_h"] == pytest.approx(0.00031 * 3600)
+    costs = [e.cost_usd for e in journal.recent(limit=10) if e.cost_usd]
+    assert cost["today_usd"] == pytest.approx(sum(costs)) and cost["today_usd"] > 0
+    assert cost["month_usd"] >= cost["today_usd"]
+
+    # Cancel: CANCELLED, the journal says so, and the function stops printing.
+    cancelled = await fails_not(jp_fetch, "jobs", job.id, "cancel")
+    assert cancelled == {"id": job.id, "status": "CANCELLED"}
+
+    async def ended():
+        part = await get(jp_fetch, "jobs", job.id, "logs", offset=str(seen["offset"]))
+        seen["text"] += part["text"]
+        seen["offset"] = part["offset"]
+        return part["done"]
+
+    await eventually(ended, timeout=30, what="the cancelled job's logs to say done")
+    assert (await get(jp_fetch, "jobs", job.id))["status"] == "CANCELLED"
+    ticks = seen["text"].count("tick ")
+    await asyncio.sleep(1.5)
+    last = await get(jp_fetch, "jobs", job.id, "logs")
+    assert last["text"].count("tick ") == ticks < 60 and last["done"] is True
+    assert (await get(jp_fetch, "cost"))["burn_usd_per_h"] == 0
+
+
+async def fails_not(jp_fetch, *parts):
+    r = await jp_fetch("rpremote", "api", *parts, method="POST", body=b"")
+    assert r.code == 200
+    return json.loads(r.body)
