@@ -74,6 +74,7 @@ export interface IPod {
 export interface IPods {
   pods: IPod[];
   error: string | null;
+  configured?: boolean;
 }
 
 export interface ICost {

@@ -3,6 +3,8 @@
  * opens the notebook), the error's first line and traceback for a failed job, and its logs,
  * appended live from `jobs/{id}/logs?offset=N` while it runs.
  */
+import { PageConfig } from '@jupyterlab/coreutils';
+
 import { IJobDetail, ILogChunk, requestAPI } from './api';
 import { h, setAttr, setText } from './dom';
 import { CANCELLABLE, FINAL, clock, firstLine, statusWords, timing, usd, where } from './format';
@@ -149,12 +151,18 @@ export class JobDetail {
     ];
     if (job.source) {
       const cell = job.cell !== null && job.cell !== undefined && job.cell !== '' ? `, cell ${job.cell}` : '';
-      const link = h('a', { href: '#', class: 'rp-link', 'data-role': 'source', title: `open ${job.source}` }, `${job.source}${cell}`);
-      link.addEventListener('click', event => {
-        event.preventDefault();
-        this.openSource(job.source as string);
-      });
-      facts.push(['from', link]);
+      const path = serverPath(job.source);
+      if (path !== null) {
+        // A file this Jupyter server can open: a link that opens it.
+        const link = h('a', { href: '#', class: 'rp-link', 'data-role': 'source', title: `open ${path}` }, `${path}${cell}`);
+        link.addEventListener('click', event => {
+          event.preventDefault();
+          this.openSource(path);
+        });
+        facts.push(['from', link]);
+      } else {
+        facts.push(['from', h('span', { 'data-role': 'source' }, `${job.source}${cell}`)]);
+      }
     }
     const key = JSON.stringify(facts.map(([k, v]) => [k, typeof v === 'string' ? v : v.textContent]));
     if (this.facts.dataset.key !== key) {
@@ -197,4 +205,21 @@ export class JobDetail {
     setText(this.problem, message ?? '');
     this.problem.hidden = message === null;
   }
+}
+
+/**
+ * A job's source as a path this Jupyter server can open (relative to its root), or null
+ * when it is not a file under the root (a script elsewhere, the CLI).
+ */
+export function serverPath(source: string): string | null {
+  const root = (PageConfig.getOption('serverRoot') || '').replace(/\/+$/, '');
+  if (source.startsWith('/')) {
+    if (root && source.startsWith(`${root}/`)) {
+      return source.slice(root.length + 1);
+    }
+    return null;
+  }
+  // A relative notebook path is the server's (where Jupyter started it); a relative script
+  // path is relative to wherever it ran, unknown here.
+  return source.endsWith('.ipynb') && !source.startsWith('..') ? source.replace(/^\.\//, '') : null;
 }

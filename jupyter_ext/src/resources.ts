@@ -99,15 +99,16 @@ export class EndpointsSection extends Section {
     this.fill(this.localList, 'local', local.running ? local.endpoints ?? [] : []);
 
     const runpod = data.runpod ?? { configured: false, endpoints: [], error: null };
-    const runpodText = runpod.error
-      ? `RunPod: ${runpod.error}`
-      : runpod.configured
-        ? runpod.endpoints?.length
+    // No key is a choice, not a failure: said plainly, not in red.
+    const runpodText = !runpod.configured
+      ? `RunPod: ${runpod.error || 'no API key configured (RUNPOD_API_KEY).'}`
+      : runpod.error
+        ? `RunPod: ${runpod.error}`
+        : runpod.endpoints?.length
           ? 'RunPod endpoints (rpremote’s)'
-          : 'RunPod: no rpremote endpoints.'
-        : 'RunPod: no API key configured (RUNPOD_API_KEY).';
+          : 'RunPod: no rpremote endpoints.';
     setText(this.runpodLine, runpodText);
-    this.runpodLine.classList.toggle('rp-error-text', !!runpod.error);
+    this.runpodLine.classList.toggle('rp-error-text', !!runpod.configured && !!runpod.error);
     this.fill(this.runpodList, 'runpod', runpod.endpoints ?? []);
   }
 
@@ -196,7 +197,9 @@ export class PodsSection extends Section {
       this.showError(`Pods: ${(err as Error).message}`);
       return;
     }
-    this.showError(data.error ? `Pods: ${data.error}` : null);
+    // No RunPod key: no Pods to show, said plainly (not in red).
+    const noKey = data.configured === false || (!!data.error && !data.pods?.length && /API key/i.test(data.error));
+    this.showError(data.error && !noKey ? `Pods: ${data.error}` : null);
     if (!this.body.contains(this.list)) {
       this.body.replaceChildren(this.empty, this.list);
     }
@@ -211,7 +214,7 @@ export class PodsSection extends Section {
       nodes.push(row.node);
     }
     placeChildren(this.list, nodes);
-    setText(this.empty, nodes.length ? '' : 'No rpremote Pods.');
+    setText(this.empty, nodes.length ? '' : noKey ? `RunPod: ${data.error || 'no API key configured.'}` : 'No rpremote Pods.');
     this.empty.hidden = nodes.length > 0;
   }
 
