@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from . import displays, journal
+from . import journal
 from . import platform as rp
 from .errors import RpremoteError
 
@@ -196,84 +196,64 @@ def _logs(job_id: str, follow: bool = True) -> int:
 
     entry = _entry(job_id)
     directory = journal.journal().spool_dir
-    if log_follow.ended(entry) and not log_spool.read(directory, entry.id)[2]:
-        return _platform_logs(entry)  # nothing spooled (it printed nothing, or is older)
-    offset, printed, last, takeover, thread = 0, False, "", None, None
+    offset, printed, last = 0, False, ""
+    takeover: log_follow.Takeover | None = None
+    thread: threading.Thread | None = None
+    stop = threading.Event()  # Ctrl-C: the follower thread stops after its long-poll
     step_until = time.monotonic() + 2.0  # --no-follow: a round or two with the platform
     said_following = False
+
+    def out(text: str) -> None:
+        nonlocal printed, last
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            printed, last = True, text
+
     try:
         while True:
-            if not log_follow.ended(entry) and (thread is None or not thread.is_alive()):
-                takeover = log_follow.take_over(entry)
-                if takeover is not None:
-                    stop = None if follow else (lambda: time.monotonic() > step_until)
-                    thread = threading.Thread(target=takeover.run, kwargs={"stop": stop},
-                                              daemon=True)
-                    thread.start()
-            text, offset, _ = log_spool.read(directory, entry.id, offset)
-            if text:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-                printed, last = True, text
-            if log_follow.ended(entry):
-                break
-            if takeover is not None and takeover.problem and not thread.is_alive():
+            if takeover is not None and takeover.problem and not thread.is_alive():  # type: ignore[union-attr]
+                out(log_spool.read(directory, entry.id, offset)[0])
+                if printed:  # what was kept is shown; the rest cannot be had
+                    print(f"(not all of it: {takeover.problem})", file=sys.stderr)
+                    break
                 print(f"rpremote logs: {takeover.problem}", file=sys.stderr)
                 return 1
-            if not follow and (thread is None or not thread.is_alive()):
-                text, offset, _ = log_spool.read(directory, entry.id, offset)
-                sys.stdout.write(text)
+            if not log_follow.complete(entry) and (thread is None or not thread.is_alive()):
+                found = log_follow.take_over(entry)
+                if found is not None:
+                    takeover = found
+                    until = None if follow else step_until
+                    thread = threading.Thread(target=found.run, kwargs={"stop": lambda: (
+                        stop.is_set() or (until is not None and time.monotonic() > until))},
+                        daemon=True, name=f"rpremote-follow-{entry.id[:13]}")
+                    thread.start()
+            text, offset, _ = log_spool.read(directory, entry.id, offset)
+            out(text)
+            if log_follow.complete(entry):
+                break
+            busy = thread is not None and thread.is_alive()
+            if not follow and not busy and not (takeover and takeover.problem):
+                out(log_spool.read(directory, entry.id, offset)[0])
                 print(f"(job {entry.id} is {entry.status}; this is its output so far)",
                       file=sys.stderr)
                 return 0
-            if follow and not said_following:
+            if follow and not said_following and not log_follow.ended(entry):
                 said_following = True
                 print(f"(job {entry.id} is {entry.status}: its output follows as it comes, "
                       "until it ends; Ctrl-C stops watching, not the job)", file=sys.stderr)
             time.sleep(FOLLOW_POLL_S)
             entry = journal.get(entry.id) or entry
     except KeyboardInterrupt:
+        stop.set()
         print(f"\n(stopped watching; job {entry.id} goes on)", file=sys.stderr)
         return 130
     if thread is not None:
         thread.join(5)
-    text, offset, _ = log_spool.read(directory, entry.id, offset)
-    sys.stdout.write(text)
-    if text:
-        printed, last = True, text
+    out(log_spool.read(directory, entry.id, offset)[0])
     if printed and not last.endswith("\n"):
         sys.stdout.write("\n")
     if not printed:
-        print(f"(job {entry.id} printed nothing)", file=sys.stderr)
-    return 0
-
-
-def _platform_logs(entry: journal.Entry) -> int:
-    """An ended job without a spool: its output, as the platform still holds it."""
-    st = _ask(entry, "status")
-    _note(entry, st)
-    parts: list[str] = []
-    for batch in st.get("output") or ():
-        for ev in batch if isinstance(batch, list) else ():
-            if isinstance(ev, dict) and ev.get("t") == "log":
-                parts.append(str(ev.get("data", "")))
-            elif isinstance(ev, dict) and ev.get("t") == "display":  # its text form, on a line
-                data, bundle = ev.get("data"), ev.get("bundle")
-                shown = displays.describe(data, ev.get("metadata")) if isinstance(data, dict) \
-                    else f"<a display of {bundle.get('size', 0):,} bytes, not kept with the job>" \
-                    if isinstance(bundle, dict) else "<display>"
-                parts.append(("\n" if parts and not parts[-1].endswith("\n") else "") + shown + "\n")
-    text = "".join(parts)
-    sys.stdout.write(text)
-    if text and not text.endswith("\n"):
-        sys.stdout.write("\n")
-    status = st.get("status")
-    if status not in rp.TERMINAL_STATES:
-        print(f"(job {entry.id} is {status}: the platform hands a running job's output only "
-              "to the caller following it, and all of it once the job ends; run this again "
-              "then)" if not text else f"(job {entry.id} is {status}; this is its output so far)",
-              file=sys.stderr)
-    elif not text:
         print(f"(job {entry.id} printed nothing)", file=sys.stderr)
     return 0
 

@@ -42,6 +42,7 @@ BUSY_TIMEOUT_MS = 2_000
 RETRY_AFTER_FAILURE_S = 30.0  # a journal that failed is left alone this long
 ERROR_MAX_CHARS = 200
 RETRYING = "RETRYING"  # the job's own failure is already recorded; the next attempt is a new row
+_ENDED = (*rp.TERMINAL_STATES, "EXPIRED", "UNKNOWN")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -432,9 +433,25 @@ class JournalReporter:
 
     def log(self, job: "JobView", stream: str, text: str) -> None:
         self.inner.log(job, stream, text)
+        self._spool_text(job, text)
+
+    def _spool_text(self, job: "JobView", text: str) -> None:
         writer = self._spool(job)
         if writer is not None:
             self._spooling(lambda: writer.append(text, getattr(job, "_batches_seen", None)))
+
+    def display(self, job: "JobView", data: dict, metadata: dict, **how: Any) -> None:
+        """A rich output: shown by the inner reporter (or as its text), spooled as its text."""
+        from .displays import describe
+
+        line = describe(data, metadata) + "\n"
+        show = getattr(self.inner, "display", None)
+        if show is not None:
+            show(job, data, metadata, **how)
+        else:
+            self.inner.log(job, "stdout", line)
+        if not how.get("update"):  # an updated display (a progress bar) is spooled once
+            self._spool_text(job, line)
 
     def finished(self, job: "JobView", status: str) -> None:
         self.inner.finished(job, status)
@@ -463,14 +480,17 @@ class JournalReporter:
                 else None)
         values.update(finished_at=self._finished_at(job), execution_ms=_ms(execution),
                       cost_usd=cost, error=error)
-        if writer is None and traceback:
+        if writer is None:
             writer = self._spool(job)
             self._spools.pop(job_id, None)
-        if writer is not None:
+        if writer is not None:  # the spool is whole: readers need not ask the platform
             if traceback:
                 self._spooling(lambda: writer.write_traceback(traceback))
-            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None)))
+            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None),
+                                                    done=True))
             writer.close()
+        if self.adopted is not None and self.adopted.status in _ENDED:
+            return  # what the journal says of an ended job stays (its platform copy may expire)
         self.journal.record(job_id, **values)
 
     def _finished_at(self, job: "JobView") -> float:

@@ -33,6 +33,12 @@ def ended(entry: journal.Entry) -> bool:
     return entry.status in ENDED
 
 
+def complete(entry: journal.Entry, path: Any = None) -> bool:
+    """The job ended and its spool holds all its output (a follower saw the end)."""
+    return ended(entry) and log_spool.follow_state(journal.journal(path).spool_dir,
+                                                   entry.id)[2]
+
+
 def queue_for(entry: journal.Entry) -> Any:
     """A queue client (``QueueClient``) for the target the job ran on; never starts anything.
     Raises ``CannotFollow`` saying why there is none."""
@@ -149,14 +155,13 @@ def _adopted_job(entry: journal.Entry, queue: Any, path: Any = None) -> Any:
 
 
 def take_over(entry: journal.Entry, path: Any = None) -> Takeover | None:
-    """A ``Takeover`` when the job has not ended and nobody follows it (its follow lock is
-    this process's then); None when it ended or someone follows it."""
-    if ended(entry):
-        return None
+    """A ``Takeover`` when nobody follows the job and its spool is not whole yet (it runs, or
+    it ended unseen: its output is then asked of the platform once); its follow lock is this
+    process's then. None when the spool is whole or someone follows the job."""
     j = journal.journal(path)
     directory = j.spool_dir
-    age, _ = log_spool.follower(directory, entry.id)
-    if age is not None and age < log_spool.STALE_S:
+    age, _, done = log_spool.follow_state(directory, entry.id)
+    if (done and ended(entry)) or (age is not None and age < log_spool.STALE_S):
         return None
     from .private import private_dir
 
@@ -191,7 +196,7 @@ def follow_in_background(entry: journal.Entry, path: Any = None) -> str | None:
     takeover = take_over(entry, path)
     if takeover is None:
         with _threads_lock:
-            return _problems.get(entry.id) if not ended(entry) else None
+            return None if complete(entry, path) else _problems.get(entry.id)
     with _threads_lock:
         _threads[entry.id] = takeover
         _problems.pop(entry.id, None)

@@ -12,9 +12,10 @@ written), so an offset stays valid across a drop: a reader behind the drop gets 
 what is left.
 
 Beside each spool, ``<job>.follow`` says who follows the job: its mtime is the follower's last
-sign of life (``HEARTBEAT_S``), its text the number of output batches spooled so far, so a
-process that takes over a job nobody follows (``log_follow.py``) continues where the last one
-stopped instead of writing the platform's aggregate output a second time. ``<job>.traceback``
+sign of life (``HEARTBEAT_S``), its text the number of output batches spooled so far (so a
+process that takes over a job nobody follows, ``log_follow.py``, continues where the last one
+stopped instead of writing the platform's aggregate output a second time) and ``done`` once
+the follower saw the job end: the spool then holds all the output there is. ``<job>.traceback``
 keeps a failed job's traceback. Standard library only.
 """
 
@@ -102,20 +103,22 @@ class SpoolWriter:
             if batches is not None and batches != self._batches:
                 self._beat(batches)
 
-    def heartbeat(self, batches: int | None = None) -> None:
-        """The follower is alive (it is about to ask the platform for more output)."""
+    def heartbeat(self, batches: int | None = None, done: bool = False) -> None:
+        """The follower is alive (it is about to ask the platform for more output); ``done``:
+        it saw the job end, the spool is complete."""
         now = time.monotonic()
-        if batches is None and now - self._beat_at < HEARTBEAT_S:
+        if batches is None and not done and now - self._beat_at < HEARTBEAT_S:
             return
         with self._lock:
-            self._beat(self._batches if batches is None else batches)
+            self._beat(self._batches if batches is None else batches, done)
 
-    def _beat(self, batches: int) -> None:
+    def _beat(self, batches: int, done: bool = False) -> None:
         if self._follow_fd is None:
             private_dir(self.directory, top=self.directory.parent)
             self._follow_fd = _open_private(self.follow_path, os.O_WRONLY)
         self._batches = max(batches, 0)
-        os.pwrite(self._follow_fd, f"{self._batches:>12}\n".encode(), 0)  # also the mtime
+        text = f"{self._batches:>12} {'done' if done else '    '}\n"
+        os.pwrite(self._follow_fd, text.encode(), 0)  # also the mtime
         self._beat_at = time.monotonic()
 
     def _drop_older(self) -> None:
@@ -211,17 +214,25 @@ def size(directory: Path, job_id: str) -> int:
 
 def follower(directory: Path, job_id: str) -> tuple[float | None, int]:
     """(seconds since the follower's last sign of life or None if never, batches spooled)."""
+    age, batches, _ = follow_state(directory, job_id)
+    return age, batches
+
+
+def follow_state(directory: Path, job_id: str) -> tuple[float | None, int, bool]:
+    """``follower``'s answer, and whether a follower saw the job end (the spool is whole)."""
     path = paths(directory, job_id)[1]
     try:
         with open(path, "rb") as f:
             text = f.read(64)
             age = time.time() - os.fstat(f.fileno()).st_mtime
     except FileNotFoundError:
-        return None, 0
+        return None, 0, False
+    words = text.split()
     try:
-        return age, int(text.strip() or 0)
+        batches = int(words[0]) if words else 0
     except ValueError:
-        return age, 0
+        batches = 0
+    return age, batches, b"done" in words[1:]
 
 
 def traceback_text(directory: Path, job_id: str) -> str | None:

@@ -163,3 +163,47 @@ def test_a_job_nobody_follows_is_followed_by_whoever_asks_for_its_logs(fresh_hom
     entry = journal.get(job_id)
     assert entry.status == "COMPLETED" and entry.execution_ms and entry.name == "ticker"
     assert log_spool.follower(fresh_home / "logs", job_id)[1] >= 1
+
+
+def test_a_job_that_ended_unseen_has_its_output_asked_of_the_platform_once(fresh_home):
+    from conftest import HANDLERS
+
+    script = SPAWN_AND_LEAVE.format(tests=str(HANDLERS.parent)).replace("(16, 0.5)", "(3, 0)")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.split()[-1]
+    # `rpremote jobs` learns from the platform that it ended; nobody has its output yet.
+    wait_for(lambda: "COMPLETED" in subprocess.run(
+        [sys.executable, "-m", "rpremote", "jobs", "--limit", "1"], capture_output=True,
+        text=True, timeout=60).stdout, timeout=60, what="the job to end")
+    assert journal.get(job_id).status == "COMPLETED"
+    assert not log_spool.read(fresh_home / "logs", job_id)[2]
+    for _ in range(2):  # asked of the platform the first time, read from the spool after
+        r = subprocess.run([sys.executable, "-m", "rpremote", "logs", job_id],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "tick 0\ntick 1\ntick 2\n"
+        assert log_spool.follow_state(fresh_home / "logs", job_id)[2]  # whole
+    assert journal.get(job_id).status == "COMPLETED"
+
+
+def test_the_journal_records_where_calls_come_from(monkeypatch):
+    class ZMQInteractiveShell:
+        execution_count = 7
+
+    class FakeIPython:
+        @staticmethod
+        def get_ipython():
+            return ZMQInteractiveShell()
+
+    monkeypatch.setitem(sys.modules, "IPython", FakeIPython)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/work/train.ipynb")
+    assert journal.origin() == ("/home/me/work/train.ipynb", "7")
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert journal.origin() == (None, "7")
+    monkeypatch.delitem(sys.modules, "IPython")
+    monkeypatch.setattr(sys, "argv", ["examples/demo.py", "x"])
+    assert journal.origin() == (os.path.abspath("examples/demo.py"), None)
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    assert journal.origin() == (None, None)

@@ -87,9 +87,9 @@ def logs(job_id: str, offset: int = 0) -> dict[str, Any]:
 
     entry = _entry(job_id)
     note = None
-    if not log_follow.ended(entry):
+    if not log_follow.complete(entry):
         note = log_follow.follow_in_background(entry)
-    done = log_follow.ended(entry) or note is not None  # ended, or cannot be reached
+    done = log_follow.complete(entry) or note is not None  # all there, or cannot be reached
     text, new_offset, _ = log_spool.read(journal.journal().spool_dir, entry.id, offset)
     out: dict[str, Any] = {"text": text, "offset": new_offset, "done": done}
     if note:
@@ -383,13 +383,14 @@ def cost() -> dict[str, Any]:
         running = j.recent(limit=500, status=rp.IN_PROGRESS)
     except Exception as e:
         raise Problem(500, f"the job journal {j.path} cannot be read: {_words(e)}") from None
-    today = sum(e.cost_usd or 0.0 for e in this_month if (e.finished_at or 0) >= day.timestamp())
-    burn = sum((e.usd_per_s or 0.0) * 3600 for e in running
-               if e.target != "pod")  # a Pod's jobs are paid by the Pod's own $/h
+    today = sum((e.cost_usd or 0.0 for e in this_month
+                 if (e.finished_at or 0) >= day.timestamp()), 0.0)
+    burn = sum(((e.usd_per_s or 0.0) * 3600 for e in running
+               if e.target != "pod"), 0.0)  # a Pod's jobs are paid by the Pod's own $/h
     pods_error = None
     if _runpod_key():
         listed = pods()
         pods_error = listed["error"]
         burn += sum(p["usd_per_h"] or 0.0 for p in listed["pods"] if p["status"] == "RUNNING")
-    return {"today_usd": today, "month_usd": sum(e.cost_usd or 0.0 for e in this_month),
+    return {"today_usd": today, "month_usd": sum((e.cost_usd or 0.0 for e in this_month), 0.0),
             "burn_usd_per_h": burn, "error": pods_error}

@@ -15,7 +15,8 @@ from pytest_jupyter.jupyter_server import *  # noqa: F401,F403  (scoped to tests
 @pytest.fixture
 def jp_server_config():  # no parameter: the star-import makes the name recursive
     return {"ServerApp": {"jpserver_extensions": {"rpremote.jupyter": True},
-                          "allow_unauthenticated_access": False}}
+                          "allow_unauthenticated_access": False,
+                          "reraise_server_extension_failures": True}}
 
 
 @pytest.fixture

@@ -126,10 +126,16 @@ async def test_bad_ids_are_json_404s(jp_fetch, fresh_home):
                                         method="DELETE")
     assert "whole number" in await fails(jp_fetch, 400, "jobs", "abc-123", "logs",
                                          params={"offset": "x"})
-    # A known job of a stopped emulator: its row, empty logs, done (it is gone with it).
+    # A known job of a stopped emulator: its row; its logs, done, say it is gone with it.
     assert (await get(jp_fetch, "jobs", "abc"))["id"] == "abc-123"
-    logs = await get(jp_fetch, "jobs", "abc-123", "logs")
-    assert logs == {"text": "", "offset": 0, "done": True}
+
+    async def logs_done():
+        logs = await get(jp_fetch, "jobs", "abc-123", "logs")
+        return logs if logs["done"] else None
+
+    logs = await eventually(logs_done, timeout=10, what="done")
+    assert logs["text"] == "" and logs["offset"] == 0
+    assert "the local emulator is not running" in logs["note"]
     assert "not running" in await fails(jp_fetch, 409, "jobs", "abc-123", "cancel",
                                         method="POST")
 
