@@ -23,6 +23,7 @@ if os.environ.get("RPREMOTE_BROWSER_TESTS") != "1":
                 " (scripts/test runs it)", allow_module_level=True)
 
 from browser_lab import ARTIFACTS, browser, keep_page_on_failure, lab, page  # noqa: E402,F401
+from conftest import stop_autostarted  # noqa: E402
 from jupyter_client import BlockingKernelClient  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
@@ -143,8 +144,10 @@ def test_running_job_live_logs_and_cancel(page, kernel, lab):
     expect(r).to_be_visible(timeout=2_000)
     assert r.get_attribute("data-status") in {"IN_QUEUE", "IN_PROGRESS"}
     assert time.monotonic() - spawned < 2.5
+    height = r.bounding_box()["height"]
     expect(r).to_have_attribute("data-status", "IN_PROGRESS", timeout=20_000)
     expect(r.locator('[data-action="cancel"]')).to_be_visible()
+    assert r.bounding_box()["height"] == height  # no layout jump as the row updates
     shoot(page, "sidebar-light")
 
     # The detail view shows its log lines while it runs.
@@ -175,6 +178,8 @@ def test_running_job_live_logs_and_cancel(page, kernel, lab):
 
     detail.locator('[data-action="back"]').click()
     expect(row(page, job_id)).to_have_attribute("data-status", "CANCELLED", timeout=5_000)
+    expect(r.locator('[data-action="cancel"]')).to_be_hidden()
+    assert r.bounding_box()["height"] == height  # the hidden Cancel keeps its place
 
 
 def test_failed_job_shows_its_error(page, kernel):
@@ -217,3 +222,40 @@ def test_screenshots_dark_theme(page):
         page.locator(f'{SIDEBAR} [data-action="back"]').click()
     finally:
         set_theme(page, "JupyterLab Light")
+
+
+def test_keyboard_and_filters(page, kernel):
+    jobs = page.locator(f'{SIDEBAR} [data-section="jobs"]')
+    rows = jobs.locator("[data-job-id]")
+    expect(rows).to_have_count(3)  # the warm-up, the cancelled and the failed job
+    # Keyboard: a job's name is a button; Enter opens its detail, Enter on Back returns to it.
+    name = jobs.locator('[data-status="CANCELLED"] .rp-job-name')
+    name.focus()
+    page.keyboard.press("Enter")
+    back = page.locator(f'{SIDEBAR} .rp-detail [data-action="back"]')
+    expect(back).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(name).to_be_focused()
+    # Filters: by status, and by source (this notebook).
+    jobs.locator('[data-filter="status"]').select_option("FAILED")
+    expect(rows).to_have_count(1, timeout=3_000)
+    expect(rows.first).to_have_attribute("data-state", "failed")
+    jobs.locator('[data-filter="status"]').select_option("")
+    expect(rows).to_have_count(3, timeout=3_000)
+    source = jobs.locator('[data-filter="source"] option').filter(has_text=NOTEBOOK)
+    expect(source).to_have_count(1)
+    jobs.locator('[data-filter="source"]').select_option(source.get_attribute("value"))
+    jobs.locator('[data-filter="status"]').select_option("CANCELLED")
+    expect(rows).to_have_count(1, timeout=3_000)
+    jobs.locator('[data-filter="status"]').select_option("")
+    jobs.locator('[data-filter="source"]').select_option("")
+    expect(rows).to_have_count(3, timeout=3_000)
+
+
+def test_a_stopped_emulator_is_said_in_words(page, lab):
+    stop_autostarted(lab.home)
+    local = page.locator(f'{SIDEBAR} [data-section="endpoints"] [data-part="local"]')
+    expect(local).to_contain_text("not running", timeout=10_000)
+    # The rest of the panel stays: the journal still lists the jobs.
+    expect(page.locator(f'{SIDEBAR} [data-section="jobs"] [data-job-id]')).to_have_count(3)
+    shoot(page, "emulator-stopped-light")
