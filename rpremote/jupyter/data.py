@@ -218,7 +218,7 @@ def _local_endpoints() -> dict[str, Any]:
                     "queue": {k: int(jobs_.get(k, 0)) for k in ("inQueue", "inProgress")},
                     "workersMin": spec.get("workersMin"), "workersMax": spec.get("workersMax"),
                     "idleTimeout": spec.get("idleTimeout"),
-                    "usdPerHourPerWorker": _usd_per_hour(spec.get("gpu")),
+                    "usd_per_h": _usd_per_hour(spec.get("gpu")),  # what RunPod would charge
                 })
         finally:
             queue.close()
@@ -262,7 +262,11 @@ def _runpod_endpoints() -> dict[str, Any]:
     try:
         with ControlPlane.from_settings() as cp:
             result = listing(cp, key)
-        out["endpoints"] = result["endpoints"]
+        # runpod_endpoints' rows, with the fields the local rows have too: ``gpu`` as text
+        # (the API's object stays as ``gpuSpec``), ``usd_per_h`` (one worker's flex price).
+        out["endpoints"] = [{**row, "gpu": row["compute"], "gpuSpec": row.get("gpu"),
+                             "pool": row["compute"], "usd_per_h": row["usdPerHourPerWorker"]}
+                            for row in result["endpoints"]]
         out["notOurs"] = result["notOurs"]
         if result["problems"]:
             out["error"] = "; ".join(result["problems"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -234,3 +235,86 @@ async def fails_not(jp_fetch, *parts):
     r = await jp_fetch("rpremote", "api", *parts, method="POST", body=b"")
     assert r.code == 200
     return json.loads(r.body)
+
+
+# -- with a key: rehearsed against `rpremote serve`'s control plane ---------------------------
+
+KEY = "rpk-SIDEBAR-CANARY-0123456789abcdef"
+POD_APP = Path(__file__).resolve().parents[1] / "handlers" / "pod_http.py"
+POD_IMAGE = "rpremote-tests/pod-http:1.0"
+
+
+def endpoint_body(name: str, marker: bool) -> dict:
+    return {"name": name, "type": "QUEUE", "image": "rpremote/worker:py3.11",
+            "env": {"RPREMOTE_MANAGED": "0.1.0"} if marker else {"FOO": "bar"},
+            "gpu": {"pools": ["ADA_24"]}, "workers": {"min": 0, "max": 1},
+            "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4}, "timeout": 600000}
+
+
+def pod_body(name: str, marker: bool) -> dict:
+    return {"name": name, "image": POD_IMAGE, "gpu": {"id": "NVIDIA GeForce RTX 4090"},
+            "ports": ["8000/http"],
+            "env": {"RPREMOTE_MANAGED": "0.1.0"} if marker else {"FOO": "bar"}}
+
+
+async def test_runpod_endpoints_and_pods_with_a_key(jp_fetch, fresh_home, emulator_factory,
+                                                    monkeypatch):
+    from rpremote.client.control import ControlPlane
+
+    emu = emulator_factory("--api-key", KEY, "--image", f"{POD_IMAGE}={sys.executable} {POD_APP}")
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    monkeypatch.setenv("RPREMOTE_RUNPOD_API", emu.url)
+    monkeypatch.setenv("RPREMOTE_RUNPOD_QUEUE", emu.url)
+    monkeypatch.setenv("RPREMOTE_POD_PROXY", emu.url + "/pod-proxy/{pod_id}-{port}")
+    with ControlPlane(emu.url, KEY) as cp:
+        ours = cp.endpoints.create(endpoint_body("rpremote-ada-24-0123abcd", True))["id"]
+        foreign = cp.endpoints.create(endpoint_body("my-endpoint", False))["id"]
+        pod = cp.request("POST", "/v2/pods", json=pod_body("rpremote-pod", True))["id"]
+        other_pod = cp.request("POST", "/v2/pods", json=pod_body("my-pod", False))["id"]
+    try:
+        runpod = (await get(jp_fetch, "endpoints"))["runpod"]
+        assert runpod["configured"] is True and runpod["error"] is None
+        (row,) = runpod["endpoints"]  # only rpremote's; the other is counted, never shown
+        assert row["id"] == ours and runpod["notOurs"] == 1
+        assert row["gpu"] == "ADA_24" and row["usd_per_h"] == pytest.approx(0.00031 * 3600)
+        assert row["queue"] == {"inQueue": 0, "inProgress": 0}
+
+        # Delete: never an endpoint rpremote did not make; an unknown one is a 404.
+        assert "not made by rpremote" in await fails(
+            jp_fetch, 403, "endpoints", foreign, method="DELETE", params={"target": "runpod"})
+        await fails(jp_fetch, 404, "endpoints", "nope", method="DELETE",
+                    params={"target": "runpod"})
+        r = await jp_fetch("rpremote", "api", "endpoints", ours, method="DELETE",
+                           params={"target": "runpod"})
+        assert json.loads(r.body) == {"deleted": ours}
+        assert (await get(jp_fetch, "endpoints"))["runpod"]["endpoints"] == []
+
+        # Pods: rpremote's only, with price and the proxy URL; stop, then terminate.
+        async def running_pods():
+            listed = await get(jp_fetch, "pods")
+            assert listed["error"] is None
+            return listed["pods"] if listed["pods"] and listed["pods"][0]["status"] == "RUNNING" else None
+
+        (p,) = await eventually(running_pods, timeout=60, what="rpremote's Pod running")
+        assert p["id"] == pod and p["name"] == "rpremote-pod"
+        assert p["gpu"] == "NVIDIA GeForce RTX 4090" and p["count"] == 1
+        assert p["usd_per_h"] > 0 and p["uptime_s"] >= 0 and p["cost_so_far_usd"] >= 0
+        assert p["url"] == f"{emu.url}/pod-proxy/{pod}-8000"
+        burn = (await get(jp_fetch, "cost"))["burn_usd_per_h"]
+        assert burn == pytest.approx(p["usd_per_h"])
+        await fails(jp_fetch, 404, "pods", other_pod, "stop", method="POST")
+        stopped = await fails_not(jp_fetch, "pods", pod, "stop")
+        assert stopped["id"] == pod and stopped["status"] in ("EXITED", "STOPPING", "RUNNING")
+        with ControlPlane(emu.url, KEY) as cp:
+            assert cp.request("GET", f"/v2/pods/{pod}")["status"] == "EXITED"
+        assert (await get(jp_fetch, "cost"))["burn_usd_per_h"] == 0
+        assert await fails_not(jp_fetch, "pods", pod, "terminate") == {
+            "id": pod, "status": "TERMINATED"}
+        assert (await get(jp_fetch, "pods"))["pods"] == []
+    finally:
+        with ControlPlane(emu.url, KEY) as cp:
+            for pod_id in (pod, other_pod):
+                try:
+                    cp.request("DELETE", f"/v2/pods/{pod_id}")
+                except Exception:
+                    pass
