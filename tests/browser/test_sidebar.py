@@ -252,10 +252,20 @@ def test_keyboard_and_filters(page, kernel):
     expect(rows).to_have_count(3, timeout=3_000)
 
 
+def test_cancel_from_the_list(page, kernel, lab):
+    mark = lab.root / "ticks-2.txt"
+    job_id = kernel.run(f"job2 = ticker.spawn(600, {str(mark)!r}); print(job2.id)").strip()
+    r = row(page, job_id)
+    expect(r).to_have_attribute("data-status", "IN_PROGRESS", timeout=20_000)
+    r.locator('[data-action="cancel"]').click()
+    expect(r).to_have_attribute("data-status", "CANCELLED", timeout=15_000)
+    expect(page.locator(f"{SIDEBAR} .rp-detail")).to_have_count(0)  # the list stays
+
+
 def test_a_stopped_emulator_is_said_in_words(page, lab):
     stop_autostarted(lab.home)
     local = page.locator(f'{SIDEBAR} [data-section="endpoints"] [data-part="local"]')
     expect(local).to_contain_text("not running", timeout=10_000)
     # The rest of the panel stays: the journal still lists the jobs.
-    expect(page.locator(f'{SIDEBAR} [data-section="jobs"] [data-job-id]')).to_have_count(3)
+    expect(page.locator(f'{SIDEBAR} [data-section="jobs"] [data-job-id]')).to_have_count(4)
     shoot(page, "emulator-stopped-light")
