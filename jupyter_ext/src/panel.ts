@@ -1,6 +1,7 @@
 /**
  * The RunPod sidebar panel. It polls the server extension about once a second while it is
- * visible (and the browser tab is), one poll at a time, and stops when hidden. Either the
+ * visible (and the browser tab is), one poll at a time, and stops when hidden (endpoints and
+ * Pods every third poll: they may cost a call to RunPod). Either the
  * list (cost, jobs, endpoints, Pods) or one job's detail is shown.
  */
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -27,7 +28,10 @@ export const runpodIcon = new LabIcon({
 
 export class RunPodPanel extends Widget {
   private readonly jobs: JobsSection;
-  private readonly sections: { refresh(): Promise<void> }[];
+  /** Each section with how many polls apart it is refreshed: the job journal and the cost
+   * are local SQLite reads (every poll); endpoints and Pods may ask RunPod (every 3rd). */
+  private readonly sections: [{ refresh(): Promise<void> }, number][];
+  private polls = 0;
   private readonly listView: HTMLElement;
   private readonly detailHost: HTMLElement;
   private readonly updated: HTMLElement;
@@ -51,7 +55,12 @@ export class RunPodPanel extends Widget {
     const cost = new CostSection();
     const endpoints = new EndpointsSection();
     const pods = new PodsSection();
-    this.sections = [this.jobs, endpoints, pods, cost];
+    this.sections = [
+      [this.jobs, 1],
+      [cost, 1],
+      [endpoints, 3],
+      [pods, 3]
+    ];
 
     this.updated = h('span', { class: 'rp-updated', 'aria-live': 'off' });
     this.listView = h('div', { class: 'rp-list' }, cost.node, this.jobs.node, endpoints.node, pods.node);
@@ -78,6 +87,7 @@ export class RunPodPanel extends Widget {
     this.detailHost.replaceChildren();
     this.detailHost.hidden = true;
     this.listView.hidden = false;
+    this.polls = 0; // everything at once on the way back
     void this.pollNow();
     if (id) {
       const row = this.node.querySelector(`[data-job-id="${CSS.escape(id)}"] .rp-job-name`) as HTMLElement | null;
@@ -123,6 +133,7 @@ export class RunPodPanel extends Widget {
   };
 
   private start(): void {
+    this.polls = 0; // shown again: everything at once
     if (this.ticker === null) {
       this.ticker = window.setInterval(() => this.jobs.tick(), 1000);
     }
@@ -157,7 +168,8 @@ export class RunPodPanel extends Widget {
       if (this.detail) {
         await this.detail.refresh();
       } else {
-        await Promise.all(this.sections.map(s => s.refresh()));
+        const n = this.polls++;
+        await Promise.all(this.sections.filter(([, every]) => n % every === 0).map(([s]) => s.refresh()));
       }
       setText(this.updated, `updated ${new Date().toLocaleTimeString()}`);
     } finally {
