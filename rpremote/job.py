@@ -508,6 +508,10 @@ class Job:
                  update=bool(event.get("update")))
         else:
             show(self, data, metadata)
+        if show is not None:  # shown as itself: its text form still goes to the log spool
+            displayed = getattr(self.reporter, "displayed", None)
+            if displayed is not None:
+                displayed(self, data, metadata, update=bool(event.get("update")))
 
     def _load(self, blob: dict[str, Any]) -> Any:
         """Unpickle a signed blob: big pieces from the store, tensors onto ``result_device``."""

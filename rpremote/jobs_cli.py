@@ -38,7 +38,7 @@ def run_job_command(command: str, argv: list[str]) -> int:
         if command == "jobs":
             return _jobs(args)
         if command == "logs":
-            return _logs(args.id, follow=not args.no_follow)
+            return _logs(args.id, follow=args.follow)
         return _cancel(args.id)
     except (CommandError, RpremoteError) as e:
         print(f"rpremote {command}: {e}", file=sys.stderr)
@@ -58,14 +58,15 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="only what the journal says: do not ask the platform about jobs "
                             "it has not seen end")
         return p
-    what = {"logs": "Print what a job printed; for a running job, also what it prints next, "
-                    "until it ends (Ctrl-C stops watching, not the job).",
+    what = {"logs": "Print what a job printed so far (with -f, and what it prints next, "
+                    "until it ends).",
             "cancel": "Cancel a job (queued: removed; running: stopped)."}[command]
     p = argparse.ArgumentParser(prog=f"rpremote {command}", description=what)
     p.add_argument("id", help="the job's id, or a unique prefix of it (as `rpremote jobs` shows)")
     if command == "logs":
-        p.add_argument("--no-follow", action="store_true",
-                       help="print the output so far and return, even while the job runs")
+        p.add_argument("-f", "--follow", action="store_true",
+                       help="keep printing the output of a running job as it comes, until "
+                            "it ends (Ctrl-C stops watching, not the job)")
     return p
 
 
@@ -200,7 +201,7 @@ def _logs(job_id: str, follow: bool = True) -> int:
     takeover: log_follow.Takeover | None = None
     thread: threading.Thread | None = None
     stop = threading.Event()  # Ctrl-C: the follower thread stops after its long-poll
-    step_until = time.monotonic() + 2.0  # --no-follow: a round or two with the platform
+    step_until = time.monotonic() + 2.0  # without -f: a round or two with the platform
     said_following = False
 
     def out(text: str) -> None:
@@ -235,7 +236,8 @@ def _logs(job_id: str, follow: bool = True) -> int:
             busy = thread is not None and thread.is_alive()
             if not follow and not busy and not (takeover and takeover.problem):
                 out(log_spool.read(directory, entry.id, offset)[0])
-                print(f"(job {entry.id} is {entry.status}; this is its output so far)",
+                print(f"(job {entry.id} is {entry.status}: this is its output so far; "
+                      "-f follows it as it comes, and all of it is here once the job ends)",
                       file=sys.stderr)
                 return 0
             if follow and not said_following and not log_follow.ended(entry):

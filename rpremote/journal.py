@@ -440,18 +440,18 @@ class JournalReporter:
         if writer is not None:
             self._spooling(lambda: writer.append(text, getattr(job, "_batches_seen", None)))
 
-    def display(self, job: "JobView", data: dict, metadata: dict, **how: Any) -> None:
-        """A rich output: shown by the inner reporter (or as its text), spooled as its text."""
+    def displayed(self, job: "JobView", data: dict, metadata: dict, update: bool = False) -> None:
+        """A rich output the inner reporter showed as itself: its text form, on a line of its
+        own, goes to the spool (an updated display, a progress bar, only once)."""
+        if update:
+            return
         from .displays import describe
 
-        line = describe(data, metadata) + "\n"
-        show = getattr(self.inner, "display", None)
-        if show is not None:
-            show(job, data, metadata, **how)
-        else:
-            self.inner.log(job, "stdout", line)
-        if not how.get("update"):  # an updated display (a progress bar) is spooled once
-            self._spool_text(job, line)
+        writer = self._spool(job)
+        if writer is not None:
+            line = describe(data, metadata) + "\n"
+            self._spooling(lambda: writer.append(
+                ("\n" if writer.mid_line else "") + line, getattr(job, "_batches_seen", None)))
 
     def finished(self, job: "JobView", status: str) -> None:
         self.inner.finished(job, status)

@@ -83,6 +83,7 @@ class SpoolWriter:
         self._follow_fd: int | None = None
         self._batches = -1
         self._beat_at = 0.0
+        self.mid_line = False  # the last text written did not end its line
 
     def _ensure(self) -> int:
         if self._fd is None:
@@ -98,6 +99,8 @@ class SpoolWriter:
             fd = self._ensure()
             os.write(fd, data)
             self._size += len(data)
+            if data:
+                self.mid_line = not data.endswith(b"\n")
             if self._size > self.max_bytes:
                 self._drop_older()
             if batches is not None and batches != self._batches:

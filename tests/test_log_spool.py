@@ -95,7 +95,7 @@ def test_rpremote_logs_shows_a_running_job_of_another_process_as_it_arrives(fres
     wait_for(lambda: (journal.get(job.id) or journal.Entry("", "")).status == "IN_PROGRESS",
              timeout=60, what="the job to start")
     t0 = time.monotonic()
-    proc = rpremote_cli("logs", job.id[:13])
+    proc = rpremote_cli("logs", "-f", job.id[:13])
     lines: list[tuple[float, str]] = []
     pump = read_lines_while(proc, lines)
     try:
@@ -150,13 +150,13 @@ def test_a_job_nobody_follows_is_followed_by_whoever_asks_for_its_logs(fresh_hom
     finally:
         queue.close()
     time.sleep(1.0)
-    # --no-follow: one round with the platform, what is there so far, back at once.
-    r = subprocess.run([sys.executable, "-m", "rpremote", "logs", "--no-follow", job_id],
+    # Without -f: a round with the platform, what is there so far, back at once.
+    r = subprocess.run([sys.executable, "-m", "rpremote", "logs", job_id],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("tick 0\n") and "this is its output so far" in r.stderr
     # Following it to its end: nothing printed twice, nothing lost.
-    r = subprocess.run([sys.executable, "-m", "rpremote", "logs", job_id], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "rpremote", "logs", "-f", job_id], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "".join(f"tick {i}\n" for i in range(16))

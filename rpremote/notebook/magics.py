@@ -39,7 +39,7 @@ LINE_USAGE = """\
                                  image, store (s3://BUCKET[/PREFIX], runpod-volume://ID[/PREFIX],
                                  none)
 %runpod jobs [--limit N] [--status S] [--name NAME]
-%runpod logs JOB [--no-follow]   what a job printed; a running job's output as it comes
+%runpod logs [-f] JOB            what a job printed (-f: and what it prints next, until it ends)
 %runpod cancel JOB               cancel a job (queued: removed; running: stopped)
 %runpod wait [JOB ...] [--timeout S]
                                  wait for --async cells, then bring their names back
