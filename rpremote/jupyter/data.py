@@ -35,17 +35,32 @@ def _words(error: BaseException) -> str:
 
 # -- jobs -------------------------------------------------------------------------------------
 
-def job_row(e: journal.Entry) -> dict[str, Any]:
+def job_row(e: journal.Entry, root_dir: str | None = None) -> dict[str, Any]:
+    """A journal row as the API shows it; ``source_path``: the notebook's path under the
+    Jupyter server's root (to open it in Lab), when it lies there."""
     return {"id": e.id, "name": e.name, "kind": e.kind, "target": e.target,
             "endpoint": e.endpoint, "gpu": e.gpu, "status": e.status, "worker": e.worker,
             "submitted_at": e.submitted_at, "started_at": e.started_at,
             "finished_at": e.finished_at, "delay_ms": e.delay_ms,
             "execution_ms": e.execution_ms, "cost_usd": e.cost_usd,
             "error": journal.first_line(e.error) if e.error else None,
-            "source": e.source, "cell": e.cell}
+            "source": e.source, "cell": e.cell, "source_path": _under(e.source, root_dir)}
 
 
-def jobs(status: str | None = None, source: str | None = None, limit: int = 100) -> dict[str, Any]:
+def _under(path: str | None, root_dir: str | None) -> str | None:
+    if not path or not root_dir:
+        return None
+    import os
+
+    try:
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(root_dir))
+    except ValueError:
+        return None
+    return None if rel.startswith("..") or os.path.isabs(rel) else rel.replace(os.sep, "/")
+
+
+def jobs(status: str | None = None, source: str | None = None, limit: int = 100,
+         root_dir: str | None = None) -> dict[str, Any]:
     _refresh_in_background()
     j = journal.journal()
     try:
@@ -54,7 +69,8 @@ def jobs(status: str | None = None, source: str | None = None, limit: int = 100)
         sources = j.sources()
     except Exception as e:  # sqlite3.Error, OSError: say it, in words
         raise Problem(500, f"the job journal {j.path} cannot be read: {_words(e)}") from None
-    return {"jobs": [job_row(e) for e in entries], "now": time.time(), "sources": sources}
+    return {"jobs": [job_row(e, root_dir) for e in entries], "now": time.time(),
+            "sources": sources}
 
 
 def _entry(job_id: str) -> journal.Entry:
@@ -71,13 +87,13 @@ def _entry(job_id: str) -> journal.Entry:
     return entry
 
 
-def job(job_id: str) -> dict[str, Any]:
+def job(job_id: str, root_dir: str | None = None) -> dict[str, Any]:
     entry = _entry(job_id)
     directory = journal.journal().spool_dir
     traceback = log_spool.traceback_text(directory, entry.id)
     if traceback is None and entry.error and len(entry.error.splitlines()) > 1:
         traceback = entry.error
-    return {**job_row(entry), "traceback": traceback,
+    return {**job_row(entry, root_dir), "traceback": traceback,
             "logs_size": log_spool.size(directory, entry.id)}
 
 

@@ -4,7 +4,8 @@ Every route answers JSON; failures are ``{"error": "<words>"}`` with their HTTP 
 an unknown job, endpoint or Pod). The work (SQLite, HTTP to the emulator or RunPod) runs in a
 thread (``data.py``), never on Jupyter's event loop. Routes (times are epoch seconds):
 
-- ``GET  jobs?status=&source=&limit=``      ``{"jobs": [...], "now", "sources": [...]}``
+- ``GET  jobs?status=&source=&limit=``      ``{"jobs": [...], "now", "sources": [...]}``; each
+  job also has ``source_path``: its notebook's path under the server's root, or null
 - ``GET  jobs/{id}``                         a job, with ``traceback`` and ``logs_size``
 - ``GET  jobs/{id}/logs?offset=N``           ``{"text", "offset", "done"}`` (+ ``note``)
 - ``POST jobs/{id}/cancel``                  ``{"id", "status"}``
@@ -62,6 +63,10 @@ class _Base(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": reason}))
 
+    @property
+    def root_dir(self) -> str | None:
+        return self.settings.get("server_root_dir")
+
     def int_argument(self, name: str, default: int) -> int:
         raw = self.get_argument(name, None)
         if raw in (None, ""):
@@ -80,13 +85,13 @@ class JobsHandler(_Base):
         except data.Problem as p:
             return self.fail(p.status, p.message)
         await self.answer(data.jobs, self.get_argument("status", None),
-                          self.get_argument("source", None), limit)
+                          self.get_argument("source", None), limit, self.root_dir)
 
 
 class JobHandler(_Base):
     @tornado.web.authenticated
     async def get(self, job_id: str) -> None:
-        await self.answer(data.job, job_id)
+        await self.answer(data.job, job_id, self.root_dir)
 
 
 class JobLogsHandler(_Base):

@@ -20,7 +20,7 @@ STATES = {"IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_
           "UNKNOWN", "EXPIRED"}
 JOB_FIELDS = {"id", "name", "kind", "target", "endpoint", "gpu", "status", "worker",
               "submitted_at", "started_at", "finished_at", "delay_ms", "execution_ms",
-              "cost_usd", "error", "source", "cell"}
+              "cost_usd", "error", "source", "cell", "source_path"}
 
 
 @remote(gpu="ADA_24", workers=(0, 2), idle_timeout=30)
@@ -318,3 +318,36 @@ async def test_runpod_endpoints_and_pods_with_a_key(jp_fetch, fresh_home, emulat
                     cp.request("DELETE", f"/v2/pods/{pod_id}")
                 except Exception:
                     pass
+
+
+async def test_a_notebooks_jobs_say_which_notebook_and_cell(jp_fetch, jp_root_dir, fresh_home):
+    notebook = jp_root_dir / "work" / "train.ipynb"
+    journal.record("nb-job-1", "rpremote-cpu-0", target="local", name="cell_3", kind="cell",
+                   status="COMPLETED", submitted_at=time.time(), source=str(notebook), cell="3")
+    journal.record("py-job-1", "rpremote-cpu-0", target="local", name="f", status="COMPLETED",
+                   submitted_at=time.time() - 5, source="/elsewhere/script.py")
+    listed = await get(jp_fetch, "jobs")
+    by_id = {r["id"]: r for r in listed["jobs"]}
+    assert by_id["nb-job-1"]["source"] == str(notebook) and by_id["nb-job-1"]["cell"] == "3"
+    assert by_id["nb-job-1"]["source_path"] == "work/train.ipynb"
+    assert by_id["py-job-1"]["source_path"] is None  # not under the server's root
+    assert listed["sources"] == [str(notebook), "/elsewhere/script.py"]
+    only = await get(jp_fetch, "jobs", source=str(notebook))
+    assert [r["id"] for r in only["jobs"]] == ["nb-job-1"]
+    assert (await get(jp_fetch, "jobs", "nb-job-1"))["source_path"] == "work/train.ipynb"
+
+
+def test_every_handler_is_authenticated(recwarn, jp_serverapp):
+    """jupyter_server warns of handlers without an auth decorator: none of ours."""
+    import rpremote.jupyter.handlers as handlers
+
+    ours = [w for w in recwarn if "JupyterServerAuthWarning" in type(w.message).__name__
+            and "rpremote" in str(w.message)]
+    assert not ours, [str(w.message) for w in ours]
+    for name in dir(handlers):
+        cls = getattr(handlers, name)
+        if isinstance(cls, type) and issubclass(cls, handlers._Base) and cls is not handlers._Base:
+            for verb in ("get", "post", "delete"):
+                method = cls.__dict__.get(verb)
+                if method is not None:
+                    assert getattr(method, "__wrapped__", None) is not None, (name, verb)
