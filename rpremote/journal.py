@@ -225,11 +225,11 @@ class Journal:
                f"({', '.join('?' * len(ended))}) ORDER BY submitted_at DESC LIMIT ?")
         return [Entry(*row) for row in self._read(sql, (*ended, limit))]
 
-    def finished_between(self, start: float, end: float) -> list[Entry]:
-        """Jobs that ended in ``[start, end)`` (epoch seconds)."""
-        sql = (f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE finished_at >= ? "
-               "AND finished_at < ?")
-        return [Entry(*row) for row in self._read(sql, (start, end))]
+    def cost_between(self, start: float, end: float) -> float:
+        """What the jobs that ended in ``[start, end)`` (epoch seconds) cost, in US$."""
+        rows = self._read("SELECT TOTAL(cost_usd) FROM jobs WHERE finished_at >= ? "
+                          "AND finished_at < ?", (start, end))
+        return float(rows[0][0]) if rows else 0.0
 
     def get(self, job_id: str) -> Entry | None:
         """The job with this id or unique id prefix; ``AmbiguousJobId`` when several match."""

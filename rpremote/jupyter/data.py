@@ -356,11 +356,28 @@ def pods() -> dict[str, Any]:
         return {"pods": [], "error": NO_KEY}
     from ..client.control import ControlPlane
 
+    global _pods_seen
     try:
         with ControlPlane.from_settings() as plane:
-            return {"pods": [pod_row(p) for p in _our_pods(plane)], "error": None}
+            listed = {"pods": [pod_row(p) for p in _our_pods(plane)], "error": None}
     except RpremoteError as e:
-        return {"pods": [], "error": _words(e)}
+        listed = {"pods": [], "error": _words(e)}
+    _pods_seen = (time.monotonic(), listed)
+    return listed
+
+
+_pods_seen: tuple[float, dict[str, Any]] | None = None
+PODS_FRESH_S = 10.0  # the cost's burn rate asks RunPod for the Pods at most this often
+
+
+def _recent_pods() -> dict[str, Any]:
+    global _pods_seen
+    seen = _pods_seen
+    if seen is not None and time.monotonic() - seen[0] < PODS_FRESH_S:
+        return seen[1]
+    listed = pods()
+    _pods_seen = (time.monotonic(), listed)
+    return listed
 
 
 def pod_action(pod_id: str, action: str) -> dict[str, Any]:
@@ -376,6 +393,8 @@ def pod_action(pod_id: str, action: str) -> dict[str, Any]:
             if pod is None:
                 raise Problem(404, f"no Pod {pod_id!r} made by rpremote under this key "
                                    "(other Pods are never touched)")
+            global _pods_seen
+            _pods_seen = None  # the burn rate changes now
             if action == "terminate":
                 plane.request("DELETE", f"/v2/pods/{pod_id}")
                 return {"id": pod_id, "status": "TERMINATED"}
@@ -398,19 +417,19 @@ def cost() -> dict[str, Any]:
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = day.replace(day=1)
     j = journal.journal()
+    end = now.timestamp() + 1
     try:
-        this_month = j.finished_between(month.timestamp(), now.timestamp() + 1)
+        month_usd = j.cost_between(month.timestamp(), end)
+        today_usd = j.cost_between(day.timestamp(), end)
         running = j.recent(limit=500, status=rp.IN_PROGRESS)
     except Exception as e:
         raise Problem(500, f"the job journal {j.path} cannot be read: {_words(e)}") from None
-    today = sum((e.cost_usd or 0.0 for e in this_month
-                 if (e.finished_at or 0) >= day.timestamp()), 0.0)
     burn = sum(((e.usd_per_s or 0.0) * 3600 for e in running
                if e.target != "pod"), 0.0)  # a Pod's jobs are paid by the Pod's own $/h
     pods_error = None
     if _runpod_key():
-        listed = pods()
+        listed = _recent_pods()
         pods_error = listed["error"]
         burn += sum(p["usd_per_h"] or 0.0 for p in listed["pods"] if p["status"] == "RUNNING")
-    return {"today_usd": today, "month_usd": sum((e.cost_usd or 0.0 for e in this_month), 0.0),
+    return {"today_usd": today_usd, "month_usd": month_usd,
             "burn_usd_per_h": burn, "error": pods_error}
