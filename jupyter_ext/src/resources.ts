@@ -44,6 +44,7 @@ function workersText(e: IEndpoint): string {
 class EndpointRow {
   readonly node: HTMLLIElement;
   private readonly title: HTMLElement;
+  private readonly sub: HTMLElement;
   private readonly detail: HTMLElement;
 
   constructor(
@@ -52,15 +53,25 @@ class EndpointRow {
     onDelete: (id: string, target: string) => Promise<void>
   ) {
     this.title = h('span', { class: 'rp-row-title' });
+    this.sub = h('span', { class: 'rp-row-sub' });
     this.detail = h('span', { class: 'rp-row-detail' });
     const remove = confirmButton('Delete', 'delete', 'delete this endpoint', () => onDelete(id, target));
-    this.node = h('li', { class: 'rp-row', 'data-endpoint-id': id, 'data-target': target }, this.title, remove, this.detail);
+    this.node = h(
+      'li',
+      { class: 'rp-row', 'data-endpoint-id': id, 'data-target': target },
+      this.title,
+      this.sub,
+      h('span', { class: 'rp-actions' }, remove),
+      this.detail
+    );
   }
 
   update(e: IEndpoint): void {
     const price = e.usd_per_h !== undefined && e.usd_per_h !== null ? ` · ${usd(e.usd_per_h)}/h` : '';
-    setText(this.title, `${e.name || e.id} · ${e.gpu || e.pool || 'CPU'}${price}`);
-    setAttr(this.title, 'title', e.id);
+    setText(this.title, e.name || e.id);
+    setAttr(this.title, 'title', e.name && e.name !== e.id ? `${e.name} (${e.id})` : e.id);
+    setText(this.sub, `${e.gpu || e.pool || 'CPU'}${price}`);
+    setAttr(this.sub, 'title', price ? 'the GPU and the price of one running worker' : null);
     setText(this.detail, workersText(e));
   }
 }
@@ -141,6 +152,7 @@ export class EndpointsSection extends Section {
 class PodRow {
   readonly node: HTMLLIElement;
   private readonly title: HTMLElement;
+  private readonly sub: HTMLElement;
   private readonly detail: HTMLElement;
   private readonly stop: HTMLButtonElement;
 
@@ -149,6 +161,7 @@ class PodRow {
     onAction: (id: string, action: 'stop' | 'terminate') => Promise<void>
   ) {
     this.title = h('span', { class: 'rp-row-title' });
+    this.sub = h('span', { class: 'rp-row-sub' });
     this.detail = h('span', { class: 'rp-row-detail' });
     this.stop = confirmButton('Stop', 'stop', 'stop this Pod (its disk is kept)', () => onAction(id, 'stop'));
     const terminate = confirmButton('Terminate', 'terminate', 'terminate this Pod (its disk is deleted)', () =>
@@ -158,6 +171,7 @@ class PodRow {
       'li',
       { class: 'rp-row', 'data-pod-id': id },
       this.title,
+      this.sub,
       h('span', { class: 'rp-actions' }, this.stop, terminate),
       this.detail
     );
@@ -165,15 +179,12 @@ class PodRow {
 
   update(p: IPod): void {
     const gpu = p.gpu ? `${p.count && p.count > 1 ? `${p.count}× ` : ''}${p.gpu}` : 'CPU';
-    setText(this.title, `${p.name || p.id} · ${gpu}`);
+    setText(this.title, p.name || p.id);
     setAttr(this.title, 'title', p.url ? `${p.id} — ${p.url}` : p.id);
     setAttr(this.node, 'data-status', p.status ?? '');
-    const parts = [(p.status ?? 'unknown').toLowerCase()];
-    if (p.uptime_s) {
-      parts.push(`up ${duration(p.uptime_s)}`);
-    }
-    parts.push(`${usd(p.usd_per_h)}/h`, `so far ${usd(p.cost_so_far_usd)}`);
-    setText(this.detail, parts.join(' · '));
+    setText(this.sub, (p.status ?? 'unknown').toLowerCase());
+    const up = p.uptime_s ? `up ${duration(p.uptime_s)} · ` : '';
+    setText(this.detail, `${up}${gpu} · ${usd(p.usd_per_h)}/h · so far ${usd(p.cost_so_far_usd)}`);
     const running = (p.status ?? '').toUpperCase() === 'RUNNING';
     setAttr(this.stop, 'data-hidden', running ? null : '');
     this.stop.tabIndex = running ? 0 : -1;

@@ -14,6 +14,7 @@ tests/browser/artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -62,11 +64,20 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    """JupyterLab for a module's tests (a module may define its own `lab` with `start_lab`)."""
+    with start_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def start_lab(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Lab]:
+    """Starts JupyterLab in `tmp` (`env` added to its environment); stops it, and the
+    emulator its kernels started, by PID."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium; scripts/test does)")
     if not (BUILT / "package.json").exists():
         pytest.fail("rpremote/labextension is not built: run scripts/setup (or scripts/build-labextension)")
-    tmp = tmp_path_factory.mktemp("lab")
+    extra = env or {}
     home, runtime, root = tmp / "rpremote-home", tmp / "runtime", tmp / "root"
     root.mkdir()
     # This checkout's build first on JUPYTER_PATH, ahead of the copy an install put in .venv.
@@ -82,7 +93,9 @@ def lab(tmp_path_factory):
     env = {**os.environ, "RPREMOTE_HOME": str(home), "JUPYTER_PATH": str(labext.parent),
            "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(runtime),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"), "RPREMOTE_WIDGETS": "0"}
-    env.pop("RPREMOTE_TARGET", None)
+    for name in ("RPREMOTE_TARGET", "RUNPOD_API_KEY", "RPREMOTE_RUNPOD_API", "RPREMOTE_RUNPOD_QUEUE"):
+        env.pop(name, None)  # the local target and no RunPod key, unless `env` says otherwise
+    env.update(extra)
     log = tmp / "lab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
@@ -112,7 +125,7 @@ def lab(tmp_path_factory):
         stop_pid(proc.pid)
         stop_autostarted(home)
         ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "lab.log")
+        shutil.copy(log, ARTIFACTS / f"lab-{tmp.name}.log")
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +153,7 @@ def page(browser, lab):
     tab.wait_for(timeout=60_000)
     tab.click()
     pg.locator("#rpremote-sidebar").wait_for(state="visible")
+    pg.locator(".jp-Launcher").first.wait_for(timeout=30_000)  # the page drawn, for screenshots
     pg.console_lines = console  # type: ignore[attr-defined]
     try:
         yield pg
