@@ -94,6 +94,17 @@ export class ApiError extends Error {
 }
 
 /**
+ * Told after each request whether rpremote's server extension answered: null when it did
+ * (or the failure was another one), the words to show when it is not there at all (a 404
+ * that is not rpremote's JSON), so the panel says it once instead of in every section.
+ */
+let onServerSide: ((missing: string | null) => void) | null = null;
+
+export function watchServerSide(callback: ((missing: string | null) => void) | null): void {
+  onServerSide = callback;
+}
+
+/**
  * Calls `rpremote/api/<path>` and returns its JSON body. Any failure — the server
  * unreachable, the extension not loaded (404 HTML), an `{"error": ...}` body — becomes an
  * ApiError whose message says what went wrong in words.
@@ -117,9 +128,15 @@ export async function requestAPI<T>(path: string, init: RequestInit = {}): Promi
   if (!response.ok) {
     const said = data && (data.error || data.message || data.reason);
     if (said) {
+      onServerSide?.(null);
       throw new ApiError(String(said), response.status);
     }
     if (response.status === 404) {
+      onServerSide?.(
+        'The rpremote server extension is not loaded in this Jupyter server. Install ' +
+          'rpremote[jupyter] in the environment that runs Jupyter (pip install "rpremote[jupyter]"), ' +
+          'then restart Jupyter.'
+      );
       throw new ApiError(
         'the rpremote server extension is not loaded in this Jupyter server (404): ' +
           'install rpremote[jupyter] in the environment that runs Jupyter and restart it',
@@ -131,6 +148,7 @@ export async function requestAPI<T>(path: string, init: RequestInit = {}): Promi
     }
     throw new ApiError(`the Jupyter server answered ${response.status} ${response.statusText}`, response.status);
   }
+  onServerSide?.(null);
   if (data === null) {
     throw new ApiError('the Jupyter server answered something that is not JSON', response.status);
   }

@@ -8,6 +8,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
+import { watchServerSide } from './api';
 import { JobDetail } from './detail';
 import { h, setText } from './dom';
 import { JobsSection } from './jobs';
@@ -35,6 +36,7 @@ export class RunPodPanel extends Widget {
   private readonly listView: HTMLElement;
   private readonly detailHost: HTMLElement;
   private readonly updated: HTMLElement;
+  private readonly banner: HTMLElement;
   private detail: JobDetail | null = null;
   private timer: number | null = null;
   private polling = false;
@@ -63,11 +65,17 @@ export class RunPodPanel extends Widget {
     ];
 
     this.updated = h('span', { class: 'rp-updated', 'aria-live': 'off' });
+    this.banner = h('p', { class: 'rp-error rp-banner', role: 'alert', 'data-role': 'unavailable', hidden: true });
+    watchServerSide(missing => {
+      setText(this.banner, missing ?? '');
+      this.banner.hidden = missing === null;
+      this.node.classList.toggle('rp-unavailable', missing !== null);
+    });
     this.listView = h('div', { class: 'rp-list' }, cost.node, this.jobs.node, endpoints.node, pods.node);
     this.detailHost = h('div', { class: 'rp-detail-host', hidden: true });
     this.node.append(
       h('header', { class: 'rp-header' }, h('h2', { class: 'rp-title' }, 'RunPod'), this.updated),
-      h('div', { class: 'rp-scroll' }, this.listView, this.detailHost)
+      h('div', { class: 'rp-scroll' }, this.banner, this.listView, this.detailHost)
     );
   }
 
@@ -121,6 +129,7 @@ export class RunPodPanel extends Widget {
 
   dispose(): void {
     this.stop();
+    watchServerSide(null);
     super.dispose();
   }
 

@@ -29,6 +29,10 @@ abstract class Section {
   protected showError(message: string | null): void {
     setText(this.error, message ?? '');
     this.error.hidden = message === null;
+    const loading = this.body.querySelector(':scope > .rp-empty');
+    if (message !== null && loading && loading.textContent === 'Loading…') {
+      setText(loading, 'Could not be read.');
+    }
   }
 }
 

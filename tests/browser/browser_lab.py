@@ -70,9 +70,9 @@ def lab(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def start_lab(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Lab]:
-    """Starts JupyterLab in `tmp` (`env` added to its environment); stops it, and the
-    emulator its kernels started, by PID."""
+def start_lab(tmp: Path, env: dict[str, str] | None = None, server_extension: bool = True) -> Iterator[Lab]:
+    """Starts JupyterLab in `tmp` (`env` added to its environment; rpremote's server extension
+    off when not `server_extension`); stops it, and the emulator its kernels started, by PID."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium; scripts/test does)")
     if not (BUILT / "package.json").exists():
@@ -101,7 +101,7 @@ def start_lab(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Lab]:
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
            f"--ServerApp.root_dir={root}", "--allow-root",
            # The server extension as the installed config enables it (whatever the install).
-           f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS!r}",
+           f"--ServerApp.jpserver_extensions={ {k: server_extension for k in SERVER_EXTENSIONS}!r}",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
            "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={settings}",
            "--LabApp.expose_app_in_browser=True"]
