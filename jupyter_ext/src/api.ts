@@ -25,6 +25,8 @@ export interface IJob {
   error: string | null;
   source: string | null;
   cell: string | number | null;
+  /** The source as a path under the Jupyter server's root, null when it is not there. */
+  source_path?: string | null;
 }
 
 export interface IJobDetail extends IJob {

@@ -27,6 +27,7 @@ export class JobDetail {
   private offset = 0;
   private logsDone = false;
   private dropped = false;
+  private kept = 0; // characters of log text in the page
   private busy = false;
 
   constructor(
@@ -102,13 +103,18 @@ export class JobDetail {
   private append(text: string): void {
     const pre = this.logs;
     const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
-    let all = (pre.textContent ?? '') + text;
-    if (all.length > LOG_KEEP_CHARS) {
+    this.kept += text.length;
+    if (this.kept > LOG_KEEP_CHARS) {
+      // Rewritten only when it overflows; otherwise appended, so a selection in the logs stays.
+      let all = (pre.textContent ?? '') + text;
       all = all.slice(all.length - LOG_KEEP_CHARS);
       all = all.slice(all.indexOf('\n') + 1);
+      pre.textContent = all;
+      this.kept = all.length;
       this.dropped = true;
+    } else {
+      pre.append(document.createTextNode(text));
     }
-    pre.textContent = all;
     if (atBottom) {
       pre.scrollTop = pre.scrollHeight;
     }
@@ -151,7 +157,9 @@ export class JobDetail {
     ];
     if (job.source) {
       const cell = job.cell !== null && job.cell !== undefined && job.cell !== '' ? `, cell ${job.cell}` : '';
-      const path = serverPath(job.source);
+      // The server says where the source lies under its root; older servers do not, then
+      // it is worked out here from the page's serverRoot.
+      const path = job.source_path !== undefined ? job.source_path : serverPath(job.source);
       if (path !== null) {
         // A file this Jupyter server can open: a link that opens it.
         const link = h('a', { href: '#', class: 'rp-link', 'data-role': 'source', title: `open ${path}` }, `${path}${cell}`);
