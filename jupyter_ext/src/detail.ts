@@ -131,6 +131,7 @@ export class JobDetail {
       parts.push('Live: new lines appear as the job prints them.');
     }
     setText(this.logNote, parts.join(' '));
+    this.logs.hidden = !this.logs.textContent && this.logsDone; // no empty box for a silent job
   }
 
   private render(job: IJobDetail): void {
