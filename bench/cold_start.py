@@ -57,8 +57,8 @@ CALL = """
     job = hello.spawn()
     assert job.result(timeout=600) == 1
     t3 = time.monotonic()
-    phases = {"worker": job.worker, "endpoint": t2 - t1, "queue": job.delay_time, "run": job.execution_time,
-              "first result": t3 - t0}
+    phases = {"worker": job.worker, "endpoint": t2 - t1, "queue": job.delay_time,
+              "run": job.execution_time, "first result": t3 - t0}
     if WARM:
         t4 = time.monotonic()
         assert hello() == 1
