@@ -370,7 +370,11 @@ class Job:
         """One long-poll: new chunks, maybe a new status, maybe the end (sans-I/O steps)."""
         following = getattr(self.reporter, "following", None)
         if following is not None:  # the journal's log spool: "this process follows the job"
-            following(self)
+            taken = following(self)
+            if taken and taken > self._batches_seen:
+                # Another process followed it meanwhile, for its logs (they are in the spool):
+                # the platform's final output is read on from there, not twice.
+                self._batches_seen = taken
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -17,6 +17,7 @@ and updated on each status change (one write per change, not per poll).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ RETRY_AFTER_FAILURE_S = 30.0  # a journal that failed is left alone this long
 ERROR_MAX_CHARS = 200
 RETRYING = "RETRYING"  # the job's own failure is already recorded; the next attempt is a new row
 _ENDED = (*rp.TERMINAL_STATES, "EXPIRED", "UNKNOWN")
+TAKE_BACK_WAIT_S = 15.0  # a submitter waits this long at most for a log follower to step aside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -407,11 +409,50 @@ class JournalReporter:
                   f"({type(e).__name__}: {e}); other processes will not see this job's output "
                   "live", file=sys.stderr, flush=True)
 
-    def following(self, job: "JobView") -> None:
-        """The job is about to be asked for more output: this process follows it."""
+    def following(self, job: "JobView") -> int | None:
+        """The job is about to be asked for more output: this process follows it. Returns,
+        the first time, how many output batches another process took meanwhile (it followed
+        the job for its logs: ``log_follow.py``; what they said is in the spool), else None."""
+        writer = self._spool(job)
+        if writer is None:
+            return None
+        taken = None
+        if not writer.beaten:
+            try:
+                taken = self._take_back(writer)
+            except OSError:
+                taken = None
+        self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None)))
+        return taken
+
+    def _take_back(self, writer: Any) -> int | None:
+        """Another process followed this job for its logs: ask it to step aside, wait until
+        it did (one long-poll at most), and return how many batches it took."""
+        from . import log_spool
+
+        state = log_spool.follow_state(writer.directory, writer.job_id)
+        if state.pid is None or state.pid == os.getpid():
+            return None
+        if state.age is not None and state.age < log_spool.STALE_S and not state.left \
+                and not state.done:
+            log_spool.mark_resumed(writer.directory, writer.job_id)
+            deadline = time.monotonic() + TAKE_BACK_WAIT_S
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                state = log_spool.follow_state(writer.directory, writer.job_id)
+                if state.left or state.done or (state.age or 0) >= log_spool.STALE_S:
+                    break
+        return state.batches
+
+    def step_aside(self, job: "JobView") -> None:
+        """This process followed the job for its logs and now leaves it to its submitter."""
         writer = self._spool(job)
         if writer is not None:
-            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None)))
+            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None),
+                                                    left=True))
+            writer.close()
+            with self._lock:
+                self._spools.pop(job.id or "", None)
 
     # -- the reporter ---------------------------------------------------------------------------
 

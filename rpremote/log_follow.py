@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from typing import Any, Callable
 
 from . import journal, log_spool
@@ -36,7 +37,7 @@ def ended(entry: journal.Entry) -> bool:
 def complete(entry: journal.Entry, path: Any = None) -> bool:
     """The job ended and its spool holds all its output (a follower saw the end)."""
     return ended(entry) and log_spool.follow_state(journal.journal(path).spool_dir,
-                                                   entry.id)[2]
+                                                   entry.id).done
 
 
 def queue_for(entry: journal.Entry) -> Any:
@@ -98,6 +99,7 @@ class Takeover:
         self._path = path
         self.problem: str | None = None
         self.stopped = threading.Event()
+        self._since = time.time() - 0.01
 
     def run(self, stop: Callable[[], bool] | None = None) -> None:
         """Follow until the job ends or ``stop()`` says so (asked between long-polls);
@@ -109,7 +111,13 @@ class Takeover:
         try:
             queue = queue_for(self.entry)
             job = _adopted_job(self.entry, queue, self._path)
+            directory = journal.journal(self._path).spool_dir
             while not job.done and not (stop and stop()):
+                if log_spool.resumed_since(directory, job.id, self._since):
+                    # The job's submitter follows it again (it waits for its result): step
+                    # aside, saying how many batches were taken, so it reads on from there.
+                    job.reporter.step_aside(job)
+                    break
                 drive(job._step(None), job._perform)  # one long-poll (seconds at most)
         except CannotFollow as e:
             self.problem = str(e)
@@ -160,8 +168,9 @@ def take_over(entry: journal.Entry, path: Any = None) -> Takeover | None:
     process's then. None when the spool is whole or someone follows the job."""
     j = journal.journal(path)
     directory = j.spool_dir
-    age, _, done = log_spool.follow_state(directory, entry.id)
-    if (done and ended(entry)) or (age is not None and age < log_spool.STALE_S):
+    state = log_spool.follow_state(directory, entry.id)
+    age = state.age
+    if (state.done and ended(entry)) or (age is not None and age < log_spool.STALE_S):
         return None
     from .private import private_dir
 

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from .private import FILE_MODE, private_dir
 
@@ -84,6 +85,7 @@ class SpoolWriter:
         self._batches = -1
         self._beat_at = 0.0
         self.mid_line = False  # the last text written did not end its line
+        self.beaten = False  # this writer has told the follow file it follows the job
 
     def _ensure(self) -> int:
         if self._fd is None:
@@ -106,23 +108,26 @@ class SpoolWriter:
             if batches is not None and batches != self._batches:
                 self._beat(batches)
 
-    def heartbeat(self, batches: int | None = None, done: bool = False) -> None:
+    def heartbeat(self, batches: int | None = None, done: bool = False,
+                  left: bool = False) -> None:
         """The follower is alive (it is about to ask the platform for more output); ``done``:
-        it saw the job end, the spool is complete."""
+        it saw the job end, the spool is complete; ``left``: it stepped aside."""
         now = time.monotonic()
-        if batches is None and not done and now - self._beat_at < HEARTBEAT_S:
+        if batches is None and not (done or left) and now - self._beat_at < HEARTBEAT_S:
             return
         with self._lock:
-            self._beat(self._batches if batches is None else batches, done)
+            self._beat(self._batches if batches is None else batches,
+                       "done" if done else "left" if left else "")
 
-    def _beat(self, batches: int, done: bool = False) -> None:
+    def _beat(self, batches: int, word: str = "") -> None:
         if self._follow_fd is None:
             private_dir(self.directory, top=self.directory.parent)
             self._follow_fd = _open_private(self.follow_path, os.O_WRONLY)
         self._batches = max(batches, 0)
-        text = f"{self._batches:>12} {'done' if done else '    '}\n"
+        text = f"{self._batches:>12} {word:4} {os.getpid():>10}\n"
         os.pwrite(self._follow_fd, text.encode(), 0)  # also the mtime
         self._beat_at = time.monotonic()
+        self.beaten = True
 
     def _drop_older(self) -> None:
         """Keep the newer half (from a line start), after a note saying how much went."""
@@ -217,25 +222,44 @@ def size(directory: Path, job_id: str) -> int:
 
 def follower(directory: Path, job_id: str) -> tuple[float | None, int]:
     """(seconds since the follower's last sign of life or None if never, batches spooled)."""
-    age, batches, _ = follow_state(directory, job_id)
-    return age, batches
+    state = follow_state(directory, job_id)
+    return state.age, state.batches
 
 
-def follow_state(directory: Path, job_id: str) -> tuple[float | None, int, bool]:
-    """``follower``'s answer, and whether a follower saw the job end (the spool is whole)."""
+class FollowState(NamedTuple):
+    age: float | None  # seconds since the follower's last sign of life; None: never followed
+    batches: int  # output batches spooled so far
+    done: bool  # a follower saw the job end: the spool is whole
+    pid: int | None  # the last follower's process
+    left: bool  # that follower stepped aside (the job's submitter follows it again)
+
+
+def follow_state(directory: Path, job_id: str) -> FollowState:
     path = paths(directory, job_id)[1]
     try:
         with open(path, "rb") as f:
             text = f.read(64)
             age = time.time() - os.fstat(f.fileno()).st_mtime
     except FileNotFoundError:
-        return None, 0, False
+        return FollowState(None, 0, False, None, False)
     words = text.split()
+    numbers = [int(w) for w in words if w.isdigit()]
+    return FollowState(age, numbers[0] if numbers else 0, b"done" in words,
+                       numbers[1] if len(numbers) > 1 else None, b"left" in words)
+
+
+def mark_resumed(directory: Path, job_id: str) -> None:
+    """The job's submitter follows it again: whoever took it over should step aside."""
+    path = paths(directory, job_id)[0].with_suffix(".resumed")
+    os.close(_open_private(path, os.O_WRONLY))
+    os.utime(path)
+
+
+def resumed_since(directory: Path, job_id: str, since: float) -> bool:
     try:
-        batches = int(words[0]) if words else 0
-    except ValueError:
-        batches = 0
-    return age, batches, b"done" in words[1:]
+        return os.stat(paths(directory, job_id)[0].with_suffix(".resumed")).st_mtime >= since
+    except FileNotFoundError:
+        return False
 
 
 def traceback_text(directory: Path, job_id: str) -> str | None:
@@ -254,7 +278,7 @@ def prune(directory: Path, keep: set[str]) -> int:
         return 0
     for name in names:
         job_id, dot, suffix = name.rpartition(".")
-        if dot and suffix in ("log", "follow", "traceback", "tmp") and job_id not in keep:
+        if dot and suffix in ("log", "follow", "traceback", "resumed", "tmp") and job_id not in keep:
             if suffix == "tmp":
                 job_id = job_id.rpartition(".")[0]
                 if job_id in keep:

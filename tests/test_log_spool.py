@@ -184,7 +184,7 @@ def test_a_job_that_ended_unseen_has_its_output_asked_of_the_platform_once(fresh
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout == "tick 0\ntick 1\ntick 2\n"
-        assert log_spool.follow_state(fresh_home / "logs", job_id)[2]  # whole
+        assert log_spool.follow_state(fresh_home / "logs", job_id).done  # whole
     assert journal.get(job_id).status == "COMPLETED"
 
 
@@ -207,3 +207,28 @@ def test_the_journal_records_where_calls_come_from(monkeypatch):
     assert journal.origin() == (os.path.abspath("examples/demo.py"), None)
     monkeypatch.setattr(sys, "argv", ["-c"])
     assert journal.origin() == (None, None)
+
+
+def test_a_spawner_that_waits_after_a_takeover_gets_its_result_and_nothing_twice(fresh_home):
+    job = ticker.spawn(14, 0.5)  # spawned here, not followed (yet)
+    wait_for(lambda: job.status == "IN_PROGRESS", timeout=60, what="the job to start")
+    time.sleep(1.0)
+    # Another process follows it for its logs, and keeps watching...
+    proc = rpremote_cli("logs", "-f", job.id)
+    lines: list[tuple[float, str]] = []
+    pump = read_lines_while(proc, lines)
+    try:
+        wait_for(lambda: len(lines) >= 3, timeout=30, what="lines taken over by rpremote logs")
+        # ... when this process goes back to waiting for it: the other steps aside.
+        assert job.result(timeout=60) == 14
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pump.join(5)
+    every = "".join(f"tick {i}\n" for i in range(14))
+    assert "".join(line for _, line in lines) == every  # the watcher saw each line once
+    assert log_spool.read(fresh_home / "logs", job.id)[0] == every
+    assert job.logs and every.endswith(job.logs) and job.logs != every  # the rest came here
+    entry = journal.get(job.id)
+    assert entry.status == "COMPLETED" and entry.name == "ticker" and entry.source
