@@ -32,6 +32,7 @@ from .private import FILE_MODE, private_dir
 
 DIRNAME = "logs"
 MAX_BYTES = 4 * 1024 * 1024  # per job; past it the older half is dropped
+MAX_TOTAL_BYTES = 512 * 1024 * 1024  # all jobs' spools; past it the oldest jobs' go (on prune)
 STALE_S = 20.0  # a follower silent this long is gone: someone else may take the job over
 HEARTBEAT_S = 1.0  # the follow file is touched at most this often (and on each new batch)
 NOTE_RE = re.compile(rb"^\[rpremote: (\d+) bytes of older output dropped\]\n")
@@ -269,20 +270,35 @@ def traceback_text(directory: Path, job_id: str) -> str | None:
         return None
 
 
-def prune(directory: Path, keep: set[str]) -> int:
-    """Remove the spool files of jobs not in ``keep`` (the journal forgot them)."""
+def prune(directory: Path, keep: set[str], max_total: int = MAX_TOTAL_BYTES) -> int:
+    """Remove the spool files of jobs not in ``keep`` (the journal forgot them), then the
+    oldest jobs' files while all spools together pass ``max_total``. Returns files removed."""
     removed = 0
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return 0
+    by_job: dict[str, list[tuple[str, os.stat_result]]] = {}
     for name in names:
         job_id, dot, suffix = name.rpartition(".")
-        if dot and suffix in ("log", "follow", "traceback", "resumed", "tmp") and job_id not in keep:
-            if suffix == "tmp":
-                job_id = job_id.rpartition(".")[0]
-                if job_id in keep:
-                    continue
+        if suffix == "tmp":
+            job_id, dot, suffix = job_id.rpartition(".")
+        if not dot or suffix not in ("log", "follow", "traceback", "resumed"):
+            continue
+        try:
+            st = os.stat(Path(directory) / name)
+        except FileNotFoundError:
+            continue
+        by_job.setdefault(job_id, []).append((name, st))
+    newest_first = sorted(by_job, key=lambda j: max(st.st_mtime for _, st in by_job[j]),
+                          reverse=True)
+    kept = 0
+    for job_id in newest_first:
+        size = sum(st.st_size for _, st in by_job[job_id])
+        if job_id in keep and kept + size <= max_total:
+            kept += size
+            continue
+        for name, _ in by_job[job_id]:
             try:
                 os.unlink(Path(directory) / name)
                 removed += 1

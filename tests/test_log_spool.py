@@ -232,3 +232,17 @@ def test_a_spawner_that_waits_after_a_takeover_gets_its_result_and_nothing_twice
     assert job.logs and every.endswith(job.logs) and job.logs != every  # the rest came here
     entry = journal.get(job.id)
     assert entry.status == "COMPLETED" and entry.name == "ticker" and entry.source
+
+
+def test_prune_keeps_the_journals_jobs_within_a_total_size(tmp_path):
+    directory = tmp_path / "logs"
+    for n, job_id in enumerate(["old", "mid", "new", "forgotten"]):
+        w = log_spool.SpoolWriter(directory, job_id)
+        w.append("x" * 1000, batches=1)
+        w.close()
+        for name in os.listdir(directory):
+            if name.startswith(job_id + "."):
+                os.utime(directory / name, (1000 + n, 1000 + n))
+    removed = log_spool.prune(directory, keep={"old", "mid", "new"}, max_total=2100)
+    assert removed == 4  # 'forgotten' (not in the journal) and 'old' (over the total)
+    assert sorted(os.listdir(directory)) == ["mid.follow", "mid.log", "new.follow", "new.log"]
