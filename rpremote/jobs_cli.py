@@ -220,7 +220,8 @@ def _logs(job_id: str, follow: bool = True) -> int:
                     break
                 print(f"rpremote logs: {takeover.problem}", file=sys.stderr)
                 return 1
-            if not log_follow.complete(entry) and (thread is None or not thread.is_alive()):
+            if (not log_follow.complete(entry) and (thread is None or not thread.is_alive())
+                    and (follow or thread is None)):  # without -f: one round at most
                 found = log_follow.take_over(entry)
                 if found is not None:
                     takeover = found

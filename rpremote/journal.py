@@ -478,8 +478,40 @@ class JournalReporter:
 
     def _spool_text(self, job: "JobView", text: str) -> None:
         writer = self._spool(job)
-        if writer is not None:
+        if writer is not None and self._spools_batch(writer, job):
             self._spooling(lambda: writer.append(text, getattr(job, "_batches_seen", None)))
+
+    def _spools_batch(self, writer: Any, job: "JobView") -> bool:
+        """Whether this process writes the output it is handed now. Not when another process
+        follows the job (this one only asked its status, and got the platform's whole output
+        at the end: the follower writes it), nor what another follower already wrote."""
+        if writer.beaten:
+            return True  # this process follows the job
+        batch = getattr(job, "_batches_seen", None)
+        decided = writer.decided
+        if decided is None or decided[0] != batch:
+            state = self._other_follower(writer)
+            if state is None:
+                spools = True
+            elif state.age is not None and state.age < _stale_s():
+                spools = False  # it follows the job live, and writes this too
+            else:
+                spools = batch is None or batch > state.batches  # it stopped: carry on after it
+            decided = writer.decided = (batch, spools)
+        return decided[1]
+
+    @staticmethod
+    def _other_follower(writer: Any) -> Any:
+        """The follow state when another process follows (or followed) the job, else None."""
+        from . import log_spool
+
+        try:
+            state = log_spool.follow_state(writer.directory, writer.job_id)
+        except OSError:
+            return None
+        if state.pid is None or state.pid == os.getpid() or state.left:
+            return None
+        return state
 
     def displayed(self, job: "JobView", data: dict, metadata: dict, update: bool = False) -> None:
         """A rich output the inner reporter showed as itself: its text form, on a line of its
@@ -489,7 +521,7 @@ class JournalReporter:
         from .displays import describe
 
         writer = self._spool(job)
-        if writer is not None:
+        if writer is not None and self._spools_batch(writer, job):
             line = describe(data, metadata) + "\n"
             self._spooling(lambda: writer.append(
                 ("\n" if writer.mid_line else "") + line, getattr(job, "_batches_seen", None)))
@@ -527,8 +559,11 @@ class JournalReporter:
         if writer is not None:  # the spool is whole: readers need not ask the platform
             if traceback:
                 self._spooling(lambda: writer.write_traceback(traceback))
-            self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None),
-                                                    done=True))
+            other = None if writer.beaten else self._other_follower(writer)
+            if other is None or other.age is None or other.age >= _stale_s():
+                self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None),
+                                                        done=True))
+            # (else the process that follows the job says when its spool is whole)
             writer.close()
         if self.adopted is not None and self.adopted.status in _ENDED:
             return  # what the journal says of an ended job stays (its platform copy may expire)
@@ -564,6 +599,12 @@ class JournalReporter:
             submitted = (self.adopted.submitted_at if self.adopted is not None else None) or (
                 time.time() - (time.monotonic() - job.submitted_at))
         return {"delay_ms": _ms(delay), "started_at": submitted + delay}
+
+
+def _stale_s() -> float:
+    from .log_spool import STALE_S
+
+    return STALE_S
 
 
 def _traceback_of(err: dict[str, Any]) -> str | None:

@@ -112,10 +112,11 @@ class Takeover:
             queue = queue_for(self.entry)
             job = _adopted_job(self.entry, queue, self._path)
             directory = journal.journal(self._path).spool_dir
-            while not job.done and not (stop and stop()):
-                if log_spool.resumed_since(directory, job.id, self._since):
-                    # The job's submitter follows it again (it waits for its result): step
-                    # aside, saying how many batches were taken, so it reads on from there.
+            while not job.done:
+                if log_spool.resumed_since(directory, job.id, self._since) or (stop and stop()):
+                    # The job's submitter follows it again (it waits for its result), or we
+                    # were told to stop: step aside, saying how many batches were taken, so
+                    # whoever follows next reads on from there.
                     job.reporter.step_aside(job)
                     break
                 drive(job._step(None), job._perform)  # one long-poll (seconds at most)
@@ -162,15 +163,27 @@ def _adopted_job(entry: journal.Entry, queue: Any, path: Any = None) -> Any:
     return job
 
 
+def _followed(directory: Any, entry: journal.Entry) -> bool:
+    """Whether there is nothing to take over: the spool is whole, or a process follows the
+    job (a sign of life within ``STALE_S``; one that stepped aside for the job's submitter
+    counts until the submitter's own signs of life come)."""
+    state = log_spool.follow_state(directory, entry.id)
+    if state.done and ended(entry):
+        return True
+    if state.age is None or state.age >= log_spool.STALE_S or state.pid is None:
+        return False  # (no pid: an empty follow file, made by a taker that holds its lock)
+    if not state.left:
+        return True
+    return log_spool.resumed_since(directory, entry.id, time.time() - log_spool.STALE_S)
+
+
 def take_over(entry: journal.Entry, path: Any = None) -> Takeover | None:
     """A ``Takeover`` when nobody follows the job and its spool is not whole yet (it runs, or
     it ended unseen: its output is then asked of the platform once); its follow lock is this
     process's then. None when the spool is whole or someone follows the job."""
     j = journal.journal(path)
     directory = j.spool_dir
-    state = log_spool.follow_state(directory, entry.id)
-    age = state.age
-    if (state.done and ended(entry)) or (age is not None and age < log_spool.STALE_S):
+    if _followed(directory, entry):
         return None
     from .private import private_dir
 
@@ -182,17 +195,15 @@ def take_over(entry: journal.Entry, path: Any = None) -> Takeover | None:
     except OSError:
         os.close(fd)
         return None  # another process is taking it over right now
-    again, _ = log_spool.follower(directory, entry.id)  # looked again, under the lock:
-    if age is not None and again is not None and again < age - 0.001:  # a sign of life since
+    if _followed(directory, entry):  # looked again, under the lock
         os.close(fd)
         return None
-    os.utime(fd)  # a sign of life until the job's own heartbeats start
     return Takeover(entry, fd, path)
 
 
 _threads: dict[str, Takeover] = {}
 _threads_lock = threading.Lock()
-_problems: dict[str, str] = {}
+_problems: dict[str, tuple[float, str]] = {}  # job id -> (when, why it could not be followed)
 
 
 def follow_in_background(entry: journal.Entry, path: Any = None) -> str | None:
@@ -202,10 +213,12 @@ def follow_in_background(entry: journal.Entry, path: Any = None) -> str | None:
         running = _threads.get(entry.id)
         if running is not None and not running.stopped.is_set():
             return None
+        failed = _problems.get(entry.id)
+    if failed is not None and time.monotonic() - failed[0] < log_spool.STALE_S:
+        return failed[1]  # tried again after a while, not on every poll
     takeover = take_over(entry, path)
     if takeover is None:
-        with _threads_lock:
-            return None if complete(entry, path) else _problems.get(entry.id)
+        return None
     with _threads_lock:
         _threads[entry.id] = takeover
         _problems.pop(entry.id, None)
@@ -214,7 +227,7 @@ def follow_in_background(entry: journal.Entry, path: Any = None) -> str | None:
         takeover.run()
         with _threads_lock:
             if takeover.problem:
-                _problems[entry.id] = takeover.problem
+                _problems[entry.id] = (time.monotonic(), takeover.problem)
             if _threads.get(entry.id) is takeover:
                 del _threads[entry.id]
 
@@ -225,4 +238,5 @@ def follow_in_background(entry: journal.Entry, path: Any = None) -> str | None:
 def problem(job_id: str) -> str | None:
     """Why the last follower of this process could not follow the job, if it could not."""
     with _threads_lock:
-        return _problems.get(job_id)
+        failed = _problems.get(job_id)
+    return failed[1] if failed else None

@@ -87,6 +87,7 @@ class SpoolWriter:
         self._beat_at = 0.0
         self.mid_line = False  # the last text written did not end its line
         self.beaten = False  # this writer has told the follow file it follows the job
+        self.decided: tuple[int | None, bool] | None = None  # (batch, spooled?) when not
 
     def _ensure(self) -> int:
         if self._fd is None:

@@ -246,3 +246,26 @@ def test_prune_keeps_the_journals_jobs_within_a_total_size(tmp_path):
     removed = log_spool.prune(directory, keep={"old", "mid", "new"}, max_total=2100)
     assert removed == 4  # 'forgotten' (not in the journal) and 'old' (over the total)
     assert sorted(os.listdir(directory)) == ["mid.follow", "mid.log", "new.follow", "new.log"]
+
+
+def test_a_spawner_that_only_asks_the_status_writes_nothing_twice(fresh_home):
+    """The notebook case: the kernel's view of a spawned job asks its status now and then;
+    when the job ends, /status hands it the whole output: the follower has written it."""
+    job = ticker.spawn(8, 0.4)
+    wait_for(lambda: job.status == "IN_PROGRESS", timeout=60, what="the job to start")
+    proc = rpremote_cli("logs", "-f", job.id)
+    lines: list[tuple[float, str]] = []
+    pump = read_lines_while(proc, lines)
+    try:
+        wait_for(lambda: lines, timeout=30, what="the watcher's first line")
+        wait_for(lambda: job.status == "COMPLETED", timeout=60, what="the job to end")
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pump.join(5)
+    every = "".join(f"tick {i}\n" for i in range(8))
+    assert job.logs == every  # this process got them all, from the final status
+    assert "".join(line for _, line in lines) == every
+    assert log_spool.read(fresh_home / "logs", job.id)[0] == every
+    assert log_spool.follow_state(fresh_home / "logs", job.id).done
