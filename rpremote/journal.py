@@ -12,7 +12,9 @@ the call carries on. It keeps the newest ``MAX_ROWS`` jobs, pruned now and then 
 
 ``JournalReporter`` records jobs as they go: it wraps the reporter a ``Job`` talks to, so every
 ``@remote`` call, spawn, generator, ``aio`` call and map job is recorded when its id is known
-and updated on each status change (one write per change, not per poll).
+and updated on each status change (one write per change, not per poll), with where it came
+from (``source``: the notebook or script; ``cell``: the notebook cell's execution count). It
+also keeps each job's output in its log spool (``log_spool.py``) for other processes to read.
 """
 
 from __future__ import annotations
