@@ -10,7 +10,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
