@@ -111,7 +111,8 @@ class RunPodTarget:
 
     def __init__(self) -> None:
         self.plane = ControlPlane.from_settings()
-        self.plane.endpoints.list(page_size=1)  # a refused key fails here, before any create
+        # One small request (not the whole listing): a refused key fails here, before any create.
+        self.plane.request("GET", "/v2/serverless", params={"limit": 1})
         url, self._queue_source = queue_url_setting()
         self._key = config.runpod_api_key()[0] or ""
         self.queue = QueueClient(url, self._key, where=f"RunPod's job API at {url}")
