@@ -112,20 +112,29 @@ def _refresh_unended(limit: int) -> int:
         queue = _queue(unended[0])
     except CommandError:
         return len(unended)
-    from .errors import JobFailed
-
     try:
         for entry in unended:
-            try:
-                st = queue.call("status", entry.endpoint, entry.id)
-            except JobFailed as e:
-                if e.http_status != 404:
-                    continue
-                st = {"status": EXPIRED}
-            _note(entry, st)
+            ask_and_note(queue, entry)
     finally:
         queue.close()
     return 0
+
+
+def ask_and_note(queue: Any, entry: journal.Entry) -> bool:
+    """Ask the platform for ``entry``'s status and write it in the journal (a job it no
+    longer knows is EXPIRED); False when it could not say (another error: left as it is)."""
+    from .errors import JobFailed, RpremoteError
+
+    try:
+        st = queue.call("status", entry.endpoint, entry.id)
+    except JobFailed as e:
+        if e.http_status != 404:
+            return False
+        st = {"status": EXPIRED}
+    except RpremoteError:
+        return False
+    _note(entry, st)
+    return True
 
 
 def _row(e: journal.Entry) -> tuple[str, ...]:

@@ -154,8 +154,7 @@ def refresh_unended() -> int:
     """Ask the platform (``/status``: it hands out no output) about the unended jobs whose
     follower is silent; the journal learns what it says. Returns how many were asked."""
     from .. import log_follow
-    from ..errors import JobFailed
-    from ..jobs_cli import EXPIRED, _note
+    from ..jobs_cli import ask_and_note
 
     j = journal.journal()
     since = time.time() - REFRESH_WITHIN_S
@@ -176,16 +175,8 @@ def refresh_unended() -> int:
             queue = queues[entry.target]
             if queue is None:
                 continue
-            try:
-                st = queue.call("status", entry.endpoint, entry.id)
-            except JobFailed as e:
-                if e.http_status != 404:
-                    continue
-                st = {"status": EXPIRED}
-            except RpremoteError:
-                continue
-            asked += 1
-            _note(entry, st)
+            if ask_and_note(queue, entry):
+                asked += 1
     finally:
         for target, queue in queues.items():
             if queue is not None and target != "pod":
