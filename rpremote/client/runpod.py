@@ -430,7 +430,7 @@ def log_tail(plane: ControlPlane, path: str, tail: int = 20, wait_s: float = 1.5
     lines: list[str] = []
     deadline = time.monotonic() + wait_s
     try:
-        with plane._http.stream("GET", path, params={"tail": tail},
+        with plane.stream("GET", path, params={"tail": tail},
                                 headers={"Accept": "text/event-stream"},
                                 timeout=httpx.Timeout(wait_s, connect=5.0)) as r:
             if r.status_code != 200:

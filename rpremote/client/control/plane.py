@@ -107,6 +107,11 @@ class ControlPlane:
                          scrub=self.scrub, delays=self.retry_delays, **options)
         return drive(steps, self._send)
 
+    def stream(self, method: str, path: str, **options: Any):
+        """A streamed response (``with cp.stream("GET", ".../logs") as r``), no retries: for
+        the Server-Sent Events of log streams (§4.8)."""
+        return self._http.stream(method, path, **options)
+
     def _send(self, action: tuple) -> httpx.Response:
         _, method, path, options = action
         return self._http.request(method, path, **options)
