@@ -168,7 +168,7 @@ def up(*, gpu: str | None = None, count: int = 1, volume: str | None = None,
         body, wheel = pod_body(candidates[0], count, cloud, volume, idle_stop, max_hours,
                                name, image)
         if wheel is not None:
-            _upload(wheel)
+            runpod_image.upload_wheel(stores.configured(), wheel, say)
         refused: list[str] = []
         for gpu_id in candidates:
             body["gpu"]["id"] = gpu_id
@@ -200,17 +200,6 @@ def up(*, gpu: str | None = None, count: int = 1, volume: str | None = None,
     finally:
         if own:
             plane.close()
-
-
-def _upload(wheel: tuple[str, bytes]) -> None:
-    import hashlib
-
-    store = stores.configured()
-    name, data = wheel
-    digest = hashlib.sha256(data).hexdigest()
-    if not store.has(digest):
-        say(f"uploading rpremote's own build ({name}) to {store.location.url()}")
-        store.put(digest, data)
 
 
 def wait_ready(plane: ControlPlane, pod_id: str, timeout: float = READY_TIMEOUT_S,

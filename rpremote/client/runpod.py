@@ -172,7 +172,7 @@ class RunPodTarget:
         if known is not None and known["env"].get(SPEC_ENV) == body["env"][SPEC_ENV]:
             return known["id"]
         if wheel is not None:
-            self._upload_wheel(store, *wheel)
+            runpod_image.upload_wheel(store, wheel, self._say)
         with self._lock:
             endpoint = self._ensure(body, resources, choice)
             self._endpoints[name] = endpoint
@@ -204,13 +204,6 @@ class RunPodTarget:
                                   "for it; nothing was created")
             self._volume_dcs[wanted] = dc
         return wanted, dc
-
-    def _upload_wheel(self, store: Any, name: str, data: bytes) -> None:
-        digest = hashlib.sha256(data).hexdigest()
-        if not store.has(digest):
-            self._say(f"uploading rpremote's own build ({name}, {len(data) // 1024} KiB) to "
-                      f"{store.location.url()} for the workers to install (once per version)")
-            store.put(digest, data)
 
     def _ensure(self, body: dict[str, Any], resources: Resources,
                 choice: runpod_image.ImageChoice) -> dict[str, Any]:

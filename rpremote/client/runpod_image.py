@@ -224,5 +224,16 @@ def bootstrap_plan(store: Any | None) -> tuple[dict[str, Any], tuple[str, bytes]
     return plan, (name, data)
 
 
+def upload_wheel(store: Any, wheel: tuple[str, bytes], say: Any) -> None:
+    """Put this rpremote's wheel in ``store`` under its sha256, unless it is there already
+    (once per version; ``has`` also keeps it from a sweep)."""
+    name, data = wheel
+    digest = hashlib.sha256(data).hexdigest()
+    if not store.has(digest):
+        say(f"uploading rpremote's own build ({name}, {len(data) // 1024} KiB) to "
+            f"{store.location.url()} for the workers to install (once per version)")
+        store.put(digest, data)
+
+
 def plan_env(plan: dict[str, Any]) -> dict[str, str]:
     return {BOOTSTRAP_SETTING: json.dumps(plan, separators=(",", ":"), sort_keys=True)}
