@@ -153,7 +153,7 @@ def test_endpoint_flag_uses_an_existing_endpoint_or_says_none_exists(kernel):
     run(kernel, "%load_ext rpremote")
     missing = run(kernel, "%%runpod --endpoint no-such-endpoint\nv = 1")
     assert "no endpoint 'no-such-endpoint'" in missing["error"] and "nothing was sent" in missing["error"]
-    from rpremote.endpoints_cli import endpoint_rows
+    from rpremote.cli.endpoints import endpoint_rows
     existing = next(ep["id"] for ep in endpoint_rows() if ep["id"].startswith("rpremote-cpu-"))
     out = run(kernel, f"%%runpod --endpoint {existing}\nv = 41 + 1")
     assert not out["error"], out["error"]

@@ -108,7 +108,7 @@ def test_idle_shutdown_waits_for_jobs_then_exits_and_clears_its_state_file(emula
 
 
 def test_server_options_are_taken_before_between_and_after_endpoint_groups():
-    from rpremote.cli import _split_endpoints
+    from rpremote.cli.serve import _split_endpoints
 
     head, groups = _split_endpoints([
         "--port", "0",
@@ -128,20 +128,20 @@ def test_server_options_are_taken_before_between_and_after_endpoint_groups():
 
 def test_server_and_endpoint_options_do_not_overlap_and_an_overlap_would_go_to_the_endpoint(
         monkeypatch):
-    from rpremote import cli
+    from rpremote.cli import serve as serve_cli
 
-    server = set(cli._takes_value(cli._serve_parser()))
-    endpoint = set(cli._takes_value(cli._endpoint_parser()))
+    server = set(serve_cli._takes_value(serve_cli._serve_parser()))
+    endpoint = set(serve_cli._takes_value(serve_cli._endpoint_parser()))
     assert not server & endpoint
-    original = cli._endpoint_parser
+    original = serve_cli._endpoint_parser
 
     def with_host():
         p = original()
         p.add_argument("--host")
         return p
 
-    monkeypatch.setattr(cli, "_endpoint_parser", with_host)
-    assert cli._split_endpoints(["--host", "a", "--endpoint", "e", "--host", "b"]) == (
+    monkeypatch.setattr(serve_cli, "_endpoint_parser", with_host)
+    assert serve_cli._split_endpoints(["--host", "a", "--endpoint", "e", "--host", "b"]) == (
         ["--host", "a"], [["e", "--host", "b"]])
 
 

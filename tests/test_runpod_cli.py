@@ -221,7 +221,7 @@ def test_an_unreachable_control_plane_is_one_clear_line(env, tmp_path):
 
 
 def test_the_price_is_the_dearest_pool_times_the_gpu_count():
-    from rpremote.runpod_endpoints import compute, usd_per_hour
+    from rpremote.cli.runpod_endpoints import compute, usd_per_hour
 
     two = {"gpu": {"pools": ["AMPERE_24", "ADA_24"], "count": 2}}
     assert usd_per_hour(two) == pytest.approx(0.00031 * 2 * 3600)

@@ -174,7 +174,7 @@ def test_the_worker_picks_its_store_from_its_environment(tmp_path, s3_server):
 
 def test_import_rpremote_does_not_import_boto3():
     code = ("import sys, rpremote, rpremote.blobs, rpremote.config, rpremote.client.targets, "
-            "rpremote.executor.core, rpremote.store_cli, rpremote.endpoints_cli; "
+            "rpremote.executor.core, rpremote.cli.store, rpremote.cli.endpoints; "
             "rpremote.config.configure(store='s3://a-bucket/p'); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

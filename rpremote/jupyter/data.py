@@ -114,7 +114,7 @@ def logs(job_id: str, offset: int = 0) -> dict[str, Any]:
 
 
 def cancel(job_id: str) -> dict[str, Any]:
-    from ..jobs_cli import CommandError, cancel as cancel_job
+    from ..cli.jobs import CommandError, cancel as cancel_job
 
     entry = _entry(job_id)
     try:
@@ -154,7 +154,7 @@ def refresh_unended() -> int:
     """Ask the platform (``/status``: it hands out no output) about the unended jobs whose
     follower is silent; the journal learns what it says. Returns how many were asked."""
     from .. import log_follow
-    from ..jobs_cli import ask_and_note
+    from ..cli.jobs import ask_and_note
 
     j = journal.journal()
     since = time.time() - REFRESH_WITHIN_S
@@ -263,13 +263,13 @@ def _runpod_endpoints() -> dict[str, Any]:
         out["error"] = NO_KEY
         return out
     out["configured"] = True
+    from ..cli.runpod_endpoints import listing
     from ..client.control import ControlPlane
-    from ..runpod_endpoints import listing
 
     try:
         with ControlPlane.from_settings() as cp:
             result = listing(cp, key)
-        # runpod_endpoints' rows, with the fields the local rows have too: ``gpu`` as text
+        # cli/runpod_endpoints' rows, with the fields the local rows have too: ``gpu`` as text
         # (the API's object stays as ``gpuSpec``), ``usd_per_h`` (one worker's flex price).
         out["endpoints"] = [{**row, "gpu": row["compute"], "gpuSpec": row.get("gpu"),
                              "pool": row["compute"], "usd_per_h": row["usdPerHourPerWorker"]}
@@ -283,13 +283,13 @@ def _runpod_endpoints() -> dict[str, Any]:
 
 
 def delete_endpoint(endpoint_id: str, target: str) -> dict[str, Any]:
-    from .. import down_cli
+    from ..cli import down
 
     if target not in ("local", "runpod"):
         raise Problem(400, f"target must be local or runpod (got {target!r})")
     try:
         if target == "local":
-            account = down_cli.local_account()
+            account = down.local_account()
             if account is None:
                 raise Problem(404, "the local emulator is not running: it has no endpoints")
             return _delete_in(account, endpoint_id)
@@ -298,21 +298,21 @@ def delete_endpoint(endpoint_id: str, target: str) -> dict[str, Any]:
         from ..client.control import ControlPlane
 
         with ControlPlane.from_settings() as cp:
-            return _delete_in(down_cli.runpod_account(cp), endpoint_id)
+            return _delete_in(down.runpod_account(cp), endpoint_id)
     except RpremoteError as e:
         raise Problem(502, _words(e)) from None
 
 
 def _delete_in(account: Any, endpoint_id: str) -> dict[str, Any]:
-    from .. import down_cli
+    from ..cli import down
 
-    chosen, refused, unknown = down_cli.choose(account, [endpoint_id])
+    chosen, refused, unknown = down.choose(account, [endpoint_id])
     if refused:
         raise Problem(403, refused[0])
     if unknown or not chosen:
         raise Problem(404, f"no endpoint {endpoint_id!r} in {account.where}")
     outcome = account.delete(chosen[0])
-    if outcome == down_cli.SKIPPED:
+    if outcome == down.SKIPPED:
         raise Problem(403, f"endpoint {endpoint_id} is no longer marked as rpremote's: "
                            "not deleted")
     return {"deleted": chosen[0]["id"]}

@@ -148,7 +148,7 @@ class RunpodMagics(Magics):
 
     @staticmethod
     def _cli(command: str, argv: list[str]) -> None:
-        from ..jobs_cli import run_job_command
+        from ..cli.jobs import run_job_command
 
         try:
             run_job_command(command, argv)
@@ -156,7 +156,7 @@ class RunpodMagics(Magics):
             pass
 
     def _line_endpoints(self, argv: list[str]) -> None:
-        from ..endpoints_cli import main
+        from ..cli.endpoints import main
 
         try:
             main(argv)
@@ -164,7 +164,7 @@ class RunpodMagics(Magics):
             pass
 
     def _line_pod(self, argv: list[str]) -> None:
-        from ..pod_cli import main
+        from ..cli.pod import main
 
         try:
             main(argv)

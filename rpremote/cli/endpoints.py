@@ -16,8 +16,8 @@ import json
 import sys
 from typing import Any
 
-from . import config
-from .errors import ConfigError, RpremoteError
+from .. import config
+from ..errors import ConfigError, RpremoteError
 
 HEAD = ("ENDPOINT", "GPU", "WORKERS", "IDLE", "RUNNING", "STARTING", "QUEUED", "IN PROGRESS",
         "IDLE TIMEOUT", "STORE")
@@ -26,7 +26,7 @@ EMULATOR_STORE = "emulator"  # an endpoint whose workers use the emulator's own 
 
 def store_line() -> str:
     """The offload store this process is set to use, in words (never a credential)."""
-    from .client.stores import describe_choice
+    from ..client.stores import describe_choice
 
     return f"offload store: {describe_choice()}"
 
@@ -42,8 +42,8 @@ def endpoint_rows() -> list[dict[str, Any]]:
     if target != "local":
         raise RpremoteError(f"endpoint_rows lists the local target's endpoints, not {target!r}'s "
                             "(runpod_endpoints.listing lists RunPod's)")
-    from .client.local import LocalEmulator
-    from .client.queue import QueueClient
+    from ..client.local import LocalEmulator
+    from ..client.queue import QueueClient
 
     emulator = LocalEmulator.running()
     if emulator is None:

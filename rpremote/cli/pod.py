@@ -10,11 +10,11 @@ import argparse
 import sys
 from typing import Any
 
-from .errors import RpremoteError
+from ..errors import RpremoteError
 
 
 def _status_lines(pod: dict[str, Any]) -> list[str]:
-    from .client import pod as pods
+    from ..client import pod as pods
 
     price = pods.price_per_hour(pod)
     runtime = pod.get("runtime") or {}
@@ -37,9 +37,9 @@ def _jobs_line(pod: dict[str, Any]) -> str | None:
     """Jobs queued and running on the Pod's server (only when it runs)."""
     if pod.get("status") != "RUNNING":
         return None
-    from .client import pod as pods
-    from .client.local import LocalEmulator
-    from .client.queue import QueueClient
+    from ..client import pod as pods
+    from ..client.local import LocalEmulator
+    from ..client.queue import QueueClient
 
     key = (pod.get("env") or {}).get(pods.SERVER_KEY_ENV, "")
     url = pods.proxy_url(pod["id"])
@@ -88,8 +88,8 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .client import pod as pods
-    from .client.control import ControlPlane
+    from ..client import pod as pods
+    from ..client.control import ControlPlane
 
     with ControlPlane.from_settings() as plane:
         if args.command == "up":

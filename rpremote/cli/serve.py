@@ -1,4 +1,8 @@
-"""The `rpremote` command."""
+"""`rpremote serve`: the local endpoint emulator's command line (``local/serve.py`` runs it).
+
+The arguments split into the server's own and one group per ``--endpoint NAME``, each parsed
+by its own parser, so an option is refused or taken where it stands.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import __version__
-from . import platform as rp
-
-
-JOB_COMMANDS = ("jobs", "logs", "cancel")  # the job journal's commands (jobs_cli.py)
+from .. import platform as rp
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -153,12 +153,12 @@ def _split_endpoints(argv: list[str]) -> tuple[list[str], list[list[str]]]:
     return head, groups
 
 
-def serve_main(argv: list[str]) -> int:
-    from .local.config import EmulatorTimings, EndpointSpec
-    from .local.images import parse_image_option
-    from .local.pod_runner import PodSettings, parse_capacity_option
-    from .local.serve import ServeError, serve
-    from .paths import data_dir
+def main(argv: list[str]) -> int:
+    from ..local.config import EmulatorTimings, EndpointSpec
+    from ..local.images import parse_image_option
+    from ..local.pod_runner import PodSettings, parse_capacity_option
+    from ..local.serve import ServeError, serve
+    from ..paths import data_dir
 
     head, groups = _split_endpoints(argv)
     args = _serve_parser().parse_args(head)
@@ -200,8 +200,8 @@ def serve_main(argv: list[str]) -> int:
         except ValueError as err:
             print(f"rpremote serve: endpoint {e.name}: {err}", file=sys.stderr)
             return 2
-    from .durations import seconds
-    from .errors import ConfigError
+    from ..durations import seconds
+    from ..errors import ConfigError
 
     try:
         idle_stop_s = seconds(args.idle_stop) if args.idle_stop else None
@@ -229,47 +229,3 @@ def serve_main(argv: list[str]) -> int:
     except ServeError as err:
         print(f"rpremote serve: {err}", file=sys.stderr)
         return 2
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "serve":
-        return serve_main(argv[1:])
-    if argv and argv[0] in JOB_COMMANDS:
-        from .jobs_cli import run_job_command
-
-        return run_job_command(argv[0], argv[1:])
-    if argv and argv[0] == "endpoints":
-        from .endpoints_cli import main as endpoints_main
-
-        return endpoints_main(argv[1:])
-    if argv and argv[0] == "pod":
-        from .pod_cli import main as pod_main
-
-        return pod_main(argv[1:])
-    if argv and argv[0] == "down":
-        from .down_cli import main as down_main
-
-        return down_main(argv[1:])
-    if argv and argv[0] == "store":
-        from .store_cli import main as store_main
-
-        return store_main(argv[1:])
-    if argv and argv[0] in ("--version", "-V"):
-        print(f"rpremote {__version__}")
-        return 0
-    print(
-        "usage: rpremote serve [options] [--endpoint NAME --worker-cmd CMD ...]\n"
-        "       rpremote jobs [--limit N] [--status S] [--json]\n"
-        "       rpremote logs ID\n"
-        "       rpremote cancel ID\n"
-        "       rpremote endpoints [--json]\n"
-        "       rpremote pod up [--gpu TYPE] [--idle-stop 30m] [--max-hours H] | status | "
-        "down [--stop] [--yes]\n"
-        "       rpremote down [--yes] [ENDPOINT ...]\n"
-        "       rpremote store info|sweep [--older-than 7d] [--dry-run] [--store URL]\n"
-        "       rpremote --version\n\n"
-        "Run `rpremote serve --help` for the emulator's options.",
-        file=sys.stderr,
-    )
-    return 2

@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import config
-from .errors import ConfigError, RpremoteError
+from .. import config
+from ..errors import ConfigError, RpremoteError
 
 DEFAULT_OLDER_THAN = "7d"
 
 
 def _store(url: str | None):
-    from .client.stores import make
+    from ..client.stores import make
 
     if url:
-        from .s3 import parse_store
+        from ..s3 import parse_store
 
         location, where = parse_store(url, setting="--store", require_dc=False), "--store"
     else:
@@ -57,7 +57,7 @@ def info(url: str | None) -> int:
 
 
 def sweep(url: str | None, older_than: str, dry_run: bool) -> int:
-    from .s3 import REFRESH_AGE_S, age_seconds
+    from ..s3 import REFRESH_AGE_S, age_seconds
 
     try:
         seconds = age_seconds(older_than)

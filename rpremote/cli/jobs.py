@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
-from . import journal
-from . import platform as rp
-from .errors import RpremoteError
+from .. import journal
+from .. import platform as rp
+from ..errors import RpremoteError
 
 EXPIRED = "EXPIRED"  # the platform no longer knows the job (job.EXPIRED; not imported: light CLI)
 UNKNOWN = "UNKNOWN"  # its emulator stopped before telling the outcome (job.UNKNOWN)
@@ -123,7 +123,7 @@ def _refresh_unended(limit: int) -> int:
 def ask_and_note(queue: Any, entry: journal.Entry) -> bool:
     """Ask the platform for ``entry``'s status and write it in the journal (a job it no
     longer knows is EXPIRED); False when it could not say (another error: left as it is)."""
-    from .errors import JobFailed, RpremoteError
+    from ..errors import JobFailed, RpremoteError
 
     try:
         st = queue.call("status", entry.endpoint, entry.id)
@@ -173,7 +173,7 @@ def _entry(job_id: str) -> journal.Entry:
 
 def _queue(entry: journal.Entry):
     """A queue client for the target the job ran on; never starts anything."""
-    from .log_follow import CannotFollow, queue_for
+    from ..log_follow import CannotFollow, queue_for
 
     try:
         return queue_for(entry)
@@ -182,7 +182,7 @@ def _queue(entry: journal.Entry):
 
 
 def _ask(entry: journal.Entry, op: str) -> dict[str, Any]:
-    from .errors import JobFailed
+    from ..errors import JobFailed
 
     queue = _queue(entry)
     try:
@@ -202,7 +202,7 @@ FOLLOW_POLL_S = 0.25  # how often a followed job's spool is read again
 
 
 def _logs(job_id: str, follow: bool = True) -> int:
-    from . import log_follow, log_spool
+    from .. import log_follow, log_spool
 
     entry = _entry(job_id)
     directory = journal.journal().spool_dir

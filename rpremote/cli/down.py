@@ -20,9 +20,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import config
-from .endpoints_cli import one_line
-from .errors import RpremoteError
+from .. import config
+from ..errors import RpremoteError
+from .endpoints import one_line
 
 GONE, DELETED, SKIPPED = "already gone", "deleted", "skipped"
 HEAD = ("ENDPOINT", "NAME", "COMPUTE", "WORKERS", "IMAGE")
@@ -127,8 +127,8 @@ def down(account: Account, names: list[str], yes: bool) -> int:
 
 
 def runpod_account(cp: Any) -> Account:
-    from .client.control.ours import is_ours
-    from .errors import ResourceNotFound
+    from ..client.control.ours import is_ours
+    from ..errors import ResourceNotFound
     from .runpod_endpoints import compute
 
     def describe(ep: dict[str, Any]) -> tuple[str, ...]:
@@ -152,8 +152,8 @@ def runpod_account(cp: Any) -> Account:
 def local_account() -> Account | None:
     import httpx
 
-    from .client.control.ours import NAME_RE
-    from .client.local import LocalEmulator
+    from ..client.control.ours import NAME_RE
+    from ..client.local import LocalEmulator
 
     emulator = LocalEmulator.running()
     if emulator is None:
@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
     try:
         target = config.target_name()
         if target == "runpod":
-            from .client.control import ControlPlane
+            from ..client.control import ControlPlane
 
             with ControlPlane.from_settings() as cp:
                 return down(runpod_account(cp), args.endpoints, args.yes)

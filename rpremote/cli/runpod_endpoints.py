@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import platform as rp
-from .errors import RpremoteError
+from .. import platform as rp
+from ..errors import RpremoteError
 
 WORKER_STATES = ("running", "idle", "initializing", "throttled", "unhealthy")
 HEAD = ("ENDPOINT", "NAME", "GPU", "WORKERS", "RUNNING", "IDLE", "INIT", "THROTTLED",
@@ -24,7 +24,7 @@ HEAD = ("ENDPOINT", "NAME", "GPU", "WORKERS", "RUNNING", "IDLE", "INIT", "THROTT
 
 def split_ours(endpoints: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """rpremote's endpoints, and how many of the account's are not rpremote's."""
-    from .client.control.ours import is_ours
+    from ..client.control.ours import is_ours
 
     ours = [ep for ep in endpoints if is_ours(ep)]
     return ours, len(endpoints) - len(ours)
@@ -70,7 +70,7 @@ class _Health:
         self._broken: dict[str, str] = {}
 
     def base_of(self, ep: dict[str, Any]) -> str:
-        from .client.control.plane import queue_url_setting
+        from ..client.control.plane import queue_url_setting
 
         url = str((ep.get("requestUrls") or {}).get("health") or "")
         tail = f"/v2/{ep['id']}/health"
@@ -79,7 +79,7 @@ class _Health:
         return queue_url_setting()[0]
 
     def of(self, ep: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-        from .client.queue import QueueClient
+        from ..client.queue import QueueClient
 
         base = self.base_of(ep)
         if base in self._broken:
@@ -169,8 +169,8 @@ def print_listing(as_json: bool = False) -> int:
     """``rpremote endpoints`` on target runpod."""
     import json
 
-    from . import config
-    from .client.control import ControlPlane
+    from .. import config
+    from ..client.control import ControlPlane
 
     with ControlPlane.from_settings() as cp:
         key, _ = config.runpod_api_key()
