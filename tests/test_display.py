@@ -173,7 +173,7 @@ WITHOUT_IPYTHON = textwrap.dedent('''
     import base64, json
     from rpremote import protocol
     from rpremote.capture import dumps
-    from rpremote.capture.cells import run_cell
+    from rpremote.executor.cells import run_cell
     from rpremote.executor.core import Executor
     from rpremote.executor.events import EventBuffer
 

@@ -1,25 +1,17 @@
 """A notebook cell as a remote call: what it needs from the namespace, what it gives back.
 
-Client side, ``analyse`` reads the cell's AST: the *free* names (read somewhere in the cell,
-nested functions and comprehensions included, and not bound by the cell before) are what to
-push from the notebook namespace; the names the cell binds at top level are what to pull
-back. Worker side, ``run_cell`` executes the source in a fresh namespace made of the pushed
-values, with the cell's own file name and line numbers (so a traceback points into the cell),
-and returns the pulled names that can travel, the value of a last expression, and which names
-could not come back and why.
-
-Both halves live here because both sides import ``capture``; neither imports IPython. On the
-worker, ``display`` is a builtin and figures left open at the end are shown
-(``executor.display``).
+``analyse`` reads the cell's AST: the *free* names (read somewhere in the cell, nested
+functions and comprehensions included, and not bound by the cell before) are what to push
+from the notebook namespace; the names the cell binds at top level are what to pull back.
+The client asks it before sending; the worker's ``executor.cells.run_cell`` asks it for the
+names to return when the client wants them all. No IPython here, and nothing of the worker.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
-import linecache
-import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -168,58 +160,3 @@ def _top_level_bindings(stmt: ast.stmt) -> list[str]:
 
     walk(stmt)
     return names
-
-
-@dataclass
-class CellOutcome:
-    values: dict[str, Any] = field(default_factory=dict)  # pulled names that can travel
-    skipped: dict[str, str] = field(default_factory=dict)  # name -> why it stayed behind
-    has_result: bool = False
-    result: Any = None  # the last expression's value, as a local cell would show it
-
-
-def run_cell(source: str, filename: str, pushed: dict[str, Any], pull: list[str] | None) -> CellOutcome:
-    """Run the cell (worker side): its namespace is ``pushed``; ``pull`` None means every
-    top-level name it binds. A last expression statement is evaluated for its value."""
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    tree = ast.parse(source, filename)
-    last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    body = ast.Module(body=tree.body[:-1] if last else tree.body, type_ignores=[])
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, **pushed}
-    outcome = CellOutcome()
-    from ..executor.display import flush_figures
-
-    try:
-        exec(compile(body, filename, "exec"), namespace)
-        if last is not None:
-            value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
-            outcome.has_result, outcome.result = value is not None, value
-    finally:
-        # As the inline backend does after a cell, failed or not: figures still open are
-        # shown, then closed (a figure that is the cell's value is shown as its value, once).
-        flush_figures(skip=outcome.result)
-    wanted = analyse(source).bound if pull is None else pull
-    for name in wanted:
-        if name not in namespace:
-            if pull is not None:
-                outcome.skipped[name] = "the cell did not set it"
-            continue
-        value = namespace[name]
-        try:
-            _pickle_check(value)
-        except Exception as e:  # one value that cannot travel must not lose the others
-            outcome.skipped[name] = f"{type(value).__name__} cannot be sent back ({type(e).__name__}: {e})"
-            continue
-        outcome.values[name] = value
-    if outcome.has_result:
-        try:
-            _pickle_check(outcome.result)
-        except Exception as e:
-            outcome.result = f"<{type(outcome.result).__name__}: cannot be sent back ({e})>"
-    return outcome
-
-
-def _pickle_check(value: Any) -> None:
-    import cloudpickle
-
-    cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=lambda b: False)

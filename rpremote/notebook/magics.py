@@ -26,8 +26,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..api import remote
-from ..capture.cells import analyse, run_cell
+from ..capture.cells import analyse
 from ..errors import ConfigError
+from ..executor.cells import run_cell
 from ..frames import user_facing
 from . import outputs
 from .widgets import install as install_views
