@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# A blocking call goes out as one /runsync (one round trip) while it is expected to be short.
+# The platform holds a /runsync at least RUNSYNC_WAIT_MIN_MS (1 s) before it answers "still
+# running", so a line printed meanwhile would wait for that answer: a function whose last call
+# ran longer than this, and a notebook cell, go as /run and follow /stream instead, whose
+# long-poll hands each line over as soon as the worker sends it (one more round trip per call).
+SHORT_CALL_S = 0.1
+
 
 class RemoteFunction(Generic[P, R]):
     """A function bound to resources; calling it runs it remotely and returns its value."""
@@ -53,6 +60,7 @@ class RemoteFunction(Generic[P, R]):
         self.dependencies = dependencies
         self.auto_dependencies = auto_dependencies
         self.system_dependencies = system_dependencies
+        self._last_run_s: float | None = None  # how long its last call ran on the worker
         functools.update_wrapper(self, fn)
 
     @property
@@ -75,7 +83,21 @@ class RemoteFunction(Generic[P, R]):
         """Run remotely and return the value; a generator function returns an iterator."""
         if self.is_generator:
             return self.stream(*args, **kwargs)  # type: ignore[return-value]
-        return self._submit(args, kwargs, sync=True).result()
+        job = self._submit(args, kwargs, sync=self._one_request(), blocking=True)
+        try:
+            return job.result()
+        finally:
+            self._note_run(job)
+
+    def _one_request(self) -> bool:
+        """Whether a blocking call goes as one ``/runsync`` (see ``SHORT_CALL_S``)."""
+        if self.kind == "cell":  # a cell's output is watched as it comes
+            return False
+        return self._last_run_s is None or self._last_run_s < SHORT_CALL_S
+
+    def _note_run(self, job: "Job") -> None:
+        if job.execution_time is not None:
+            self._last_run_s = job.execution_time
 
     @user_facing
     def spawn(self, *args: P.args, **kwargs: P.kwargs) -> "Job":
@@ -91,8 +113,11 @@ class RemoteFunction(Generic[P, R]):
         if self.is_generator:
             raise ConfigError(f"{self.fn.__name__} is a generator function: use `async for x "
                               f"in {self.fn.__name__}.astream(...)` instead of awaiting .aio(...)")
-        job = await self._asubmit(args, kwargs, sync=True)
-        return await job.aresult()
+        job = await self._asubmit(args, kwargs, sync=self._one_request(), blocking=True)
+        try:
+            return await job.aresult()
+        finally:
+            self._note_run(job)
 
     @user_facing
     def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
@@ -148,9 +173,13 @@ class RemoteFunction(Generic[P, R]):
                        return_exceptions=return_exceptions, batch_size=batch_size,
                        concurrency=concurrency)
 
-    def _submit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
+    def _submit(self, args: tuple, kwargs: dict, *, sync: bool,
+                blocking: bool | None = None) -> "Job":
+        """Send one call: ``/runsync`` when ``sync``, else ``/run``; ``blocking``: the caller
+        waits for it (how it is reported; default ``sync``)."""
+        blocking = sync if blocking is None else blocking
         for last in (False, True):
-            job, request = self._prepare(args, kwargs, blocking=sync)
+            job, request = self._prepare(args, kwargs, blocking=blocking)
             try:
                 return job.submit(request, self.policy, sync=sync)
             except EmulatorStopped as e:
@@ -160,14 +189,16 @@ class RemoteFunction(Generic[P, R]):
                     raise
         raise AssertionError("unreachable")
 
-    async def _asubmit(self, args: tuple, kwargs: dict, *, sync: bool) -> "Job":
+    async def _asubmit(self, args: tuple, kwargs: dict, *, sync: bool,
+                       blocking: bool | None = None) -> "Job":
         """``_submit`` on the event loop."""
         import asyncio
 
+        blocking = sync if blocking is None else blocking
         for last in (False, True):
             # Pickling and the first contact with the target (which may start the local
             # emulator) are blocking work: done in a thread, off the loop.
-            job, request = await asyncio.to_thread(self._prepare, args, kwargs, sync)
+            job, request = await asyncio.to_thread(self._prepare, args, kwargs, blocking)
             try:
                 return await job.asubmit(request, self.policy, sync=sync)
             except EmulatorStopped as e:

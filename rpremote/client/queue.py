@@ -27,6 +27,7 @@ import httpx
 from .. import platform as rp
 from ..errors import ConfigError, EmulatorStopped, JobFailed, RpremoteError
 from .drive import Steps, adrive, drive, sleep
+from .loopback import LoopbackSender, is_loopback_http
 
 
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -118,15 +119,21 @@ class QueueClient(_QueueApi):
 
     def __init__(self, base_url: str, api_key: str, *, where: str = "the endpoint server",
                  transport: httpx.BaseTransport | None = None,
-                 alive: Callable[[], bool] | None = None):
+                 alive: Callable[[], bool] | None = None, lean: bool = False):
+        """``lean``: send through ``loopback.LoopbackSender`` (the local emulator only)."""
         self.base_url = base_url.rstrip("/")
         self.where = where
         self.alive = alive
         self.http = httpx.Client(**self._settings(api_key), transport=transport)
         self._api_key = api_key
         self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lean = None
+        if lean and transport is None and is_loopback_http(self.base_url):
+            self._lean = LoopbackSender(self.base_url, {"Authorization": f"Bearer {api_key}"})
 
     def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         self.http.close()
 
     def for_loop(self) -> "AsyncQueueClient":
@@ -142,8 +149,10 @@ class QueueClient(_QueueApi):
         method, path, options = ROUTES[op](*args)
         return drive(self._exchange(method, path, **options), self._send)
 
-    def _send(self, action: tuple) -> httpx.Response:
+    def _send(self, action: tuple) -> Any:
         _, method, path, options = action
+        if self._lean is not None:
+            return self._lean.request(method, path, **options)
         return self.http.request(method, path, **options)
 
     def run(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ class LocalTarget:
         self.emulator = LocalEmulator.connect()
         self.queue = QueueClient(self.emulator.url, self.emulator.key,
                                  where=f"the local emulator (pid {self.emulator.pid})",
-                                 alive=self.emulator.alive)
+                                 alive=self.emulator.alive, lean=True)
         self._own_blobs = Shipper(self._blob_store())
         self._shippers: dict[int, Shipper] = {}  # id(configured store) -> its shipper
         self._announced: set[str] = set()

@@ -320,8 +320,16 @@ class Engine:
         )
         self.store.insert_job(job)
         ep.queue_signal.notify()
-        self._scale(ep, time.time())
+        if not self._idle_worker_waits(ep):  # else it takes the job now: nothing to scale
+            self._scale(ep, time.time())
         return job
+
+    def _idle_worker_waits(self, ep: EndpointState) -> bool:
+        """Whether a ready, idle worker of this queue-delay endpoint is asking for work."""
+        if ep.spec.scalerType != rp.SCALER_QUEUE_DELAY or ep.supervisor is None:
+            return False
+        return any(w.ready and not w.jobs and not w.draining
+                   for w in (self.workers.get(i) for i in ep.supervisor.procs) if w is not None)
 
     def job(self, endpoint_id: str, job_id: str) -> Job:
         self.endpoint(endpoint_id)
