@@ -529,8 +529,8 @@ class JobView(_View):
         """Whether the view should be on screen now."""
         if self.job is None:
             return False
-        if not self.context.blocking or self.context.kind == "cell" or SHOW_AFTER_S <= 0:
-            return True
+        if not self.context.blocking or SHOW_AFTER_S <= 0:
+            return True  # (a %%runpod cell blocks too: a quick cell shows its output alone)
         return (not self.ended and self.foreground()
                 and time.monotonic() - self.job.submitted_at >= SHOW_AFTER_S)
 
