@@ -7,7 +7,9 @@ time, and the HTTP requests the client sent through the link (so: round trips).
 
 - warm trivial call: p50 of ``--n`` calls, and requests per call;
 - a remote ``print``: from the worker printing the line to the client's reporter having it;
-- ``map`` over ``--items`` tiny items: items/s and requests.
+- ``map`` over ``--items`` tiny items: items/s and requests;
+- ``map`` over ``--naps`` items of 2 ms each on 2 workers: items/s, against the 1000/s the
+  workers can do at most (how much of their time the link leaves them).
 
 Usage: .venv/bin/python bench/remote_link.py [--rtt-ms 50] [--n 20] [--items 2000]
 """
@@ -56,11 +58,17 @@ CLIENT = """
         time.sleep(1.0)
         return line
 
+    @rpremote.remote(workers=(0, 2), idle_timeout=600)
+    def nap(x):
+        import time
+        time.sleep(0.002)
+        return x
+
     def step(name):
         print("STEP " + name, flush=True)
         assert sys.stdin.readline().strip() == "GO"
 
-    trivial(); say(); list(trivial.map(range(10)))  # endpoint made, workers warm
+    trivial(); say(); list(trivial.map(range(10))); list(nap.map(range(10)))  # workers warm
     step("call")
     samples = []
     for _ in range(N):
@@ -76,6 +84,12 @@ CLIENT = """
     t = time.perf_counter(); out = list(trivial.map(range(ITEMS)))
     assert out == list(range(ITEMS))
     print("RESULT map " + json.dumps({"items_per_s": round(ITEMS / (time.perf_counter() - t))}))
+    step("map_2ms")
+    t = time.perf_counter(); out = list(nap.map(range(NAPS)))
+    rate = NAPS / (time.perf_counter() - t)
+    # 2 workers, 2 ms an item: the workers can do at most 1000 items/s
+    print("RESULT map_2ms " + json.dumps({"items_per_s": round(rate),
+                                           "of_workers_max": f"{rate / 1000:.0%}"}))
     step("end")
 """
 
@@ -85,12 +99,13 @@ def main() -> int:
     p.add_argument("--rtt-ms", type=float, default=50.0)
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--items", type=int, default=2000)
+    p.add_argument("--naps", type=int, default=1000, help="items of the map of 2 ms items")
     args = p.parse_args()
     from rpremote import platform as rp
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     code = (textwrap.dedent(CLIENT).replace("range(N)", f"range({args.n})")
-            .replace("ITEMS", str(args.items)))
+            .replace("ITEMS", str(args.items)).replace("NAPS", str(args.naps)))
     results: dict[str, dict] = {}
     counts: dict[str, collections.Counter] = {}
     with Rehearsal() as rehearsal:
@@ -116,7 +131,7 @@ def main() -> int:
                     client.stdin.flush()
             client.wait(600)
     print(f"through a link of {args.rtt_ms:g} ms round trip (target runpod, ready image)")
-    per = {"call": args.n, "print": 5, "map": 1}
+    per = {"call": args.n, "print": 5, "map": 1, "map_2ms": 1}
     for name, values in results.items():
         sent = counts.get(name, collections.Counter())
         total = sum(sent.values())
