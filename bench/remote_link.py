@@ -58,7 +58,7 @@ CLIENT = """
         time.sleep(1.0)
         return line
 
-    @rpremote.remote(workers=(0, 2), idle_timeout=600)
+    @rpremote.remote(workers=(2, 2), idle_timeout=600)  # both up before the map starts
     def nap(x):
         import time
         time.sleep(0.002)
