@@ -202,7 +202,22 @@ def secret_source() -> tuple[bytes, Path | None]:
             pass
         finally:
             tmp.unlink()
+    return _read_secret(path), path
+
+
+_secret_read: tuple[tuple, bytes] | None = None
+
+
+def _read_secret(path: Path) -> bytes:
+    """The secret in ``path``, read again only when the file changed (it is asked twice a
+    call; a replaced or rewritten file has another inode, size or mtime)."""
+    global _secret_read
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if _secret_read is not None and _secret_read[0] == key:
+        return _secret_read[1]
     value = path.read_text().strip()
     if not value:
         raise ConfigError(f"the signing secret file {path} is empty; delete it to make a new one")
-    return value.encode(), path
+    _secret_read = (key, value.encode())
+    return _secret_read[1]

@@ -19,6 +19,7 @@ also keeps each job's output in its log spool (``log_spool.py``) for other proce
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -639,10 +640,17 @@ def origin() -> tuple[str | None, str | None]:
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
     if argv0 in ("", "-c", "-m"):
         return None, None
+    return _script(argv0), None
+
+
+@functools.lru_cache(maxsize=8)
+def _script(argv0: str) -> str:
+    """The script's full path, found once (it is asked on every call; the directory it is
+    relative to is the one the process started in)."""
     try:
-        return str(Path(argv0).resolve()), None
+        return str(Path(argv0).resolve())
     except OSError:
-        return argv0, None
+        return argv0
 
 
 def _ms(seconds: float | None) -> int | None:

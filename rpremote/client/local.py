@@ -118,8 +118,8 @@ class LocalEmulator:
 
         A process that is gone never comes back: once this is False, this emulator is done
         with, and ``connect`` finds or starts another."""
-        if self._proc is not None and self._proc.poll() is not None:
-            return False
+        if self._proc is not None:  # our child: waitpid says it all (and reaps it)
+            return self._proc.poll() is None
         return _pid_alive(self.pid)
 
     @classmethod
