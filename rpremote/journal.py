@@ -19,14 +19,16 @@ also keeps each job's output in its log spool (``log_spool.py``) for other proce
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import queue
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import platform as rp
 from .errors import RpremoteError
@@ -249,6 +251,7 @@ class Journal:
         return Entry(*rows[0]) if rows else None
 
     def _read(self, sql: str, params: tuple) -> list[tuple]:
+        _after_the_call.drain()  # what this process's ended jobs left to write is read too
         with self._lock:
             conn = self._connect(create=False)
             if conn is None:
@@ -314,6 +317,71 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 def first_line(text: Any) -> str:
     lines = str(text).strip().splitlines()
     return (lines[0] if lines else "")[:ERROR_MAX_CHARS]
+
+
+class _AfterTheCall:
+    """Writes an ended job leaves behind (its journal row, its spool's end), done on a thread
+    of their own so that the call returns first: on a warm call they are a tenth of its time.
+
+    Readers of the journal in this process wait for them (``drain``), and so does the
+    interpreter's exit (``atexit``): a process that ends normally loses none. Only a process
+    killed within the few milliseconds after a call returned may miss its last row.
+    """
+
+    def __init__(self) -> None:
+        self._queue: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        self._done = threading.Condition()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, write: "Callable[[], None]") -> None:
+        with self._done:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rpremote-journal",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put(write)
+
+    def _run(self) -> None:
+        while True:
+            write = self._queue.get()
+            try:
+                write()
+            except Exception as e:  # never the caller's problem; say it once per kind
+                _warn_once(f"rpremote: a job's journal row was not written ({type(e).__name__}: "
+                           f"{e})")
+            finally:
+                with self._done:
+                    self._pending -= 1
+                    self._done.notify_all()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every write handed over so far is done."""
+        if threading.current_thread() is self._thread:
+            return
+        with self._done:
+            self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def forget(self) -> None:
+        """In a forked child: the thread and the queued writes belong to the parent."""
+        self._queue = queue.SimpleQueue()
+        self._done = threading.Condition()
+        self._pending = 0
+        self._thread = None
+
+
+_after_the_call = _AfterTheCall()
+atexit.register(_after_the_call.drain)
+os.register_at_fork(after_in_child=_after_the_call.forget)
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    kind = message.split("(", 1)[-1].split(":", 1)[0]
+    if kind not in _warned:
+        _warned.add(kind)
+        print(message, file=sys.stderr, flush=True)
 
 
 _journals: dict[Path, Journal] = {}
@@ -556,21 +624,27 @@ class JournalReporter:
                 else None)
         values.update(finished_at=self._finished_at(job), execution_ms=_ms(execution),
                       cost_usd=cost, error=error)
+        keep = self.adopted is not None and self.adopted.status in _ENDED
+        batches = getattr(job, "_batches_seen", None)
+        _after_the_call(lambda: self._write_ended(job, writer, traceback, batches,
+                                                  None if keep else values))
+
+    def _write_ended(self, job: "JobView", writer: Any, traceback: str | None,
+                     batches: int | None, values: dict[str, Any] | None) -> None:
+        """The ended job's spool is closed, marked whole, and its journal row written."""
         if writer is None:
             writer = self._spool(job)
-            self._spools.pop(job_id, None)
+            self._spools.pop(job.id, None)
         if writer is not None:  # the spool is whole: readers need not ask the platform
             if traceback:
                 self._spooling(lambda: writer.write_traceback(traceback))
             other = None if writer.beaten else self._other_follower(writer)
             if other is None or other.age is None or other.age >= _stale_s():
-                self._spooling(lambda: writer.heartbeat(getattr(job, "_batches_seen", None),
-                                                        done=True))
+                self._spooling(lambda: writer.heartbeat(batches, done=True))
             # (else the process that follows the job says when its spool is whole)
             writer.close()
-        if self.adopted is not None and self.adopted.status in _ENDED:
-            return  # what the journal says of an ended job stays (its platform copy may expire)
-        self.journal.record(job_id, **values)
+        if values is not None:  # (what the journal says of an adopted, ended job stays)
+            self.journal.record(job.id, **values)
 
     def _finished_at(self, job: "JobView") -> float:
         """Now; for an adopted job that ended before we looked, when it ended."""
