@@ -8,8 +8,12 @@ produced since the last one, so logs reach the caller while the function runs an
 The SDK's job loop (runpod 1.12) polls its internal queue every 100 ms and, because it counts
 a taken job twice, sleeps 1 s whenever it believes it is full: a floor of 0.1-1 s on every
 call. ``FastJobScaler`` keeps the SDK's fetch, handler, streaming, stop and heartbeat code and
-replaces only those two waits with events. It is used for the SDK versions it was checked
-against; ``RPREMOTE_STOCK_SCALER=1`` turns it off.
+replaces only those two waits with events. Its job handler is the SDK's ``rp_job.handle_job``
+but for one POST: the chunk that holds a job's result event (always its last: every outcome
+ends in one) goes only in ``job-done``'s aggregate output, not first in a ``job-stream`` POST
+too, so a call that printed nothing costs the worker one request (the client reads what the
+stream did not carry from ``/status``). Both are used for the SDK versions they were checked
+against; ``RPREMOTE_STOCK_SCALER=1`` turns them off.
 
 A stopped job (cancel, timeout) gets ``JobStopped`` raised in its thread. Code that swallows
 it, or sits in a long C call (``time.sleep(60)`` cannot be interrupted), would keep the worker
@@ -29,10 +33,12 @@ import sys
 import threading
 from typing import Any, AsyncIterator
 
+from .. import protocol
 from ..blobs import store_from_env
 from .core import Executor, JobStopped, load_secret
 from . import streams
 from .events import EventBuffer
+from .sdk_fixes import quick_cpu_info
 
 CHECKED_SDK_VERSIONS = ("1.12.",)
 STOP_GRACE_DEFAULT_S = 10.0
@@ -114,6 +120,50 @@ def _exit_if_stuck(thread: threading.Thread, grace: float) -> None:
         os._exit(STUCK_EXIT_CODE)
 
 
+def is_last_chunk(output: Any) -> bool:
+    """Whether a chunk the handler yielded holds the job's result event (nothing follows it)."""
+    return isinstance(output, list) and any(
+        isinstance(e, dict) and e.get("t") == protocol.RESULT for e in output)
+
+
+async def handle_job(session, config: dict[str, Any], job: dict[str, Any]) -> None:
+    """``rp_job.handle_job`` (runpod 1.12) without the ``job-stream`` POST of the last chunk."""
+    from runpod.serverless.modules import rp_job
+
+    if rp_job.is_generator(config["handler"]):
+        is_stream = True
+        job_result: dict[str, Any] = {"output": []}
+        async for stream_output in rp_job.run_job_generator(config["handler"], job):
+            rp_job.log.debug(f"Stream output: {stream_output}", job["id"])
+            if isinstance(stream_output.get("output"), dict):
+                if stream_output["output"].get("error"):
+                    stream_output = {"error": str(stream_output["output"]["error"])}
+            if stream_output.get("error"):
+                job_result = stream_output
+                break
+            if config.get("return_aggregate_stream", False):
+                job_result["output"].append(stream_output["output"])
+                if is_last_chunk(stream_output["output"]):
+                    continue  # it travels in job-done's aggregate output alone
+            await rp_job.stream_result(session, stream_output, job)
+    else:
+        is_stream = False
+        job_result = await rp_job.run_job(config["handler"], job)
+
+    if config.get("refresh_worker", False):
+        rp_job.log.info("refresh_worker flag set, stopping pod after job.", job["id"])
+        job_result["stopPod"] = True
+
+    if config.get("rp_args", {}).get("rp_debugger", False) and isinstance(job_result, dict):
+        job_result["output"]["rp_debugger"] = rp_job.rp_debugger.get_debugger_output()
+        ready_delay = (config["reference_counter_start"] - rp_job.REF_COUNT_ZERO) * 1000
+        job_result["output"]["rp_debugger"]["ready_delay_ms"] = ready_delay
+    else:
+        rp_job.rp_debugger.clear_debugger_output()
+
+    await rp_job.send_result(session, job_result, job, is_stream=is_stream)
+
+
 def fast_scaler_class():
     from runpod.serverless.modules import rp_scale
 
@@ -123,6 +173,8 @@ def fast_scaler_class():
         def __init__(self, config: dict[str, Any]):
             super().__init__(config)
             self._slot_free = asyncio.Event()
+            if not config.get("jobs_handler"):
+                self.jobs_handler = handle_job
 
         def current_occupancy(self) -> int:
             # A taken job sits in the queue *and* in the progress set; count it once.
@@ -195,7 +247,8 @@ def main() -> None:
     # which must hold the router so a job's logging calls reach that job's caller.
     streams.install()
 
-    import runpod
+    with quick_cpu_info():  # see sdk_fixes: 1.1 s of probing for a debugger's label
+        import runpod
     from runpod.serverless.modules import rp_scale
 
     # runpod.serverless.utils.rp_upload runs logging.basicConfig(level=INFO) on import, which
