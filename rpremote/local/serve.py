@@ -18,19 +18,24 @@ import sys
 import time
 from pathlib import Path
 
-import uvicorn
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..paths import data_dir
 from ..private import UMASK, NotPrivateError, private_dir, write_private
-from .app import create_app
 from .config import EmulatorTimings, EndpointSpec
-from .engine import Engine
-from .images import ImageMap
 from .keys import resolve_api_key
-from .pod_runner import PodSettings
-from .pod_self import PodGuard
-from .store import Store
+from .supervisor import start_worker_template
+from .worker_template import close_pools
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .pod_runner import PodSettings
+    from .pod_self import PodGuard
+
+# uvicorn, the app, the engine and the store are imported in serve(), after a spare executor
+# worker has been started: its imports (supervisor.py, worker_template.py) then run beside
+# the server's own, and the first worker of a fresh emulator finds them done.
 
 STATE_FILE = "server.json"
 
@@ -81,35 +86,39 @@ def emulated_port(host: str, port: int) -> tuple[str, int]:
     return ("127.0.0.1", int(mapped)) if mapped else (host, port)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, but a shutdown signal first answers the held long-polls."""
+def _server_class():
+    """uvicorn's Server, but a shutdown signal first answers the held long-polls."""
+    import uvicorn
 
-    engine: Engine
-    idle_shutdown_s: float | None = None
-    pod_guard: "PodGuard | None" = None
+    class _Server(uvicorn.Server):
+        engine: Engine
+        idle_shutdown_s: float | None = None
+        pod_guard: "PodGuard | None" = None
 
-    async def on_tick(self, counter: int) -> bool:
-        if self.pod_guard is not None and counter % 10 == 0 and not self.should_exit:
-            why = self.pod_guard.due()  # on the loop: it may fail jobs through the engine
-            if why:  # the stop request blocks: off the event loop
-                await asyncio.get_running_loop().run_in_executor(None, self.pod_guard.stop, why)
-        if self.idle_shutdown_s and counter % 10 == 0 and not self.should_exit:
-            if self.engine.idle_for() > self.idle_shutdown_s:
-                logging.getLogger("rpremote").info(
-                    "no requests for %g s and no jobs: shutting down", self.idle_shutdown_s)
-                self.engine.begin_close()
-                self.should_exit = True
-        return await super().on_tick(counter)
+        async def on_tick(self, counter: int) -> bool:
+            if self.pod_guard is not None and counter % 10 == 0 and not self.should_exit:
+                why = self.pod_guard.due()  # on the loop: it may fail jobs through the engine
+                if why:  # the stop request blocks: off the event loop
+                    await asyncio.get_running_loop().run_in_executor(None, self.pod_guard.stop, why)
+            if self.idle_shutdown_s and counter % 10 == 0 and not self.should_exit:
+                if self.engine.idle_for() > self.idle_shutdown_s:
+                    logging.getLogger("rpremote").info(
+                        "no requests for %g s and no jobs: shutting down", self.idle_shutdown_s)
+                    self.engine.begin_close()
+                    self.should_exit = True
+            return await super().on_tick(counter)
 
-    def handle_exit(self, sig, frame) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is not None:
-            loop.call_soon_threadsafe(self.engine.begin_close)
-        super().handle_exit(sig, frame)
+        def handle_exit(self, sig, frame) -> None:
+            loop = getattr(self, "_loop", None)
+            if loop is not None:
+                loop.call_soon_threadsafe(self.engine.begin_close)
+            super().handle_exit(sig, frame)
 
-    async def serve(self, sockets=None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets=sockets)
+        async def serve(self, sockets=None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets=sockets)
+
+    return _Server
 
 
 def serve(
@@ -126,7 +135,7 @@ def serve(
     images: dict[str, str] | None = None,
     idle_stop_s: float | None = None,
     max_hours: float | None = None,
-    pods: PodSettings | None = None,
+    pods: "PodSettings | None" = None,
 ) -> int:
     if not is_loopback(host):
         if not explicit_host:
@@ -144,6 +153,16 @@ def serve(
         private_dir(state_dir, top=data_dir().expanduser().resolve())
     except NotPrivateError as e:
         raise ServeError(str(e)) from None
+    # A spare executor worker starts its imports now, beside ours (supervisor.py).
+    start_worker_template(state_dir, timings)
+    import uvicorn
+
+    from .app import create_app
+    from .engine import Engine
+    from .images import ImageMap
+    from .pod_self import PodGuard
+    from .store import Store
+
     key, key_source = resolve_api_key(api_key, state_dir)
     host, port = emulated_port(host, port)
     sock = bind_socket(host, port)
@@ -213,7 +232,7 @@ def serve(
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3,
     )
-    server = _Server(config)
+    server = _server_class()(config)
     server.engine = engine
     server.idle_shutdown_s = idle_shutdown_s
     if idle_stop_s or max_hours:
@@ -222,6 +241,7 @@ def serve(
     try:
         server.run(sockets=[sock])
     finally:
+        close_pools(state_dir)
         remove_state_file()
         store.close()
     return 0

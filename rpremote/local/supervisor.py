@@ -1,7 +1,9 @@
 """Worker processes of one endpoint: start them with the SDK's environment, stop them, reap them.
 
 The supervisor only manages processes. When to start or stop one is the scaler's decision
-(``scaler.py``); what a worker is doing is the engine's record (``engine.Worker``).
+(``scaler.py``); what a worker is doing is the engine's record (``engine.Worker``). A worker of
+the default executor command starts from a spare that did its imports ahead of time where
+that is the same as starting the command (``worker_template.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import quote
 
 from ..private import UMASK, private_dir, private_file
 from .config import EmulatorTimings, EndpointSpec
+from . import worker_template
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -81,6 +84,7 @@ class Supervisor:
         self.log_dir = state_dir / "logs" / spec.id
         self.containers = containers_root(state_dir)
         self.procs: dict[str, WorkerProcess] = {}
+        self.templates = self._template_pool()
 
     def worker_env(self, worker_id: str) -> dict[str, str]:
         if self.spec.pythonEnv:
@@ -113,20 +117,17 @@ class Supervisor:
         )
         return env
 
+    def _template_pool(self) -> "worker_template.TemplatePool | None":
+        """The spares of this emulator's executor workers, when this endpoint's may use them."""
+        if self.spec.pythonEnv or not self.spec.workerCmd:
+            return None
+        if not worker_template.is_executor_command(shlex.split(self.spec.workerCmd)):
+            return None
+        return start_worker_template(self.state_dir, self.timings)
+
     def _emulator_env(self) -> dict[str, str]:
         """A worker of a mapped image: the emulator's environment, interpreter and store."""
-        # RPREMOTE_STORE too: the store a worker uses is the one its endpoint's spec names
-        # (the client puts it there), never one the emulator happened to inherit from the
-        # process that started it -- that process's store may not be this endpoint's.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("RUNPOD_") and k != "RPREMOTE_STORE"}
-        # `python` in a worker command means the emulator's own interpreter (its venv).
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        # The emulator's offload store: its directory when the worker can open it, else HTTP
-        # with the worker's own key (rpremote.blobs.store_from_env).
-        env["RPREMOTE_BLOB_DIR"] = str(self.blob_dir)
-        env["RPREMOTE_BLOB_URL"] = f"{self.base_url}/rpremote/v1/blobs"
-        return env
+        return emulator_worker_env(self.base_url, self.blob_dir)
 
     def _clean_env(self) -> dict[str, str]:
         """A worker of an official image: a fresh container of it. Its `python` and `pip` are
@@ -174,6 +175,17 @@ class Supervisor:
             # A container starts in a directory of its own, never the emulator's (whose files,
             # a checkout of rpremote say, `python -c` would import).
             cwd = self.spec.cwd or str(container)
+        env = self.worker_env(worker_id)
+        spare = self.templates.take(env, self.timings.worker_term_grace_s) if self.templates else None
+        if spare is not None:
+            try:
+                spare.assign(log_path, command, env, cwd)
+            except OSError:
+                spare = None
+            else:
+                wp = WorkerProcess(worker_id, spare.proc, log_path)
+                self.procs[worker_id] = wp
+                return wp
         cmd = [
             sys.executable, "-m", "rpremote.local.reaper",
             str(self.timings.worker_term_grace_s), "--", *command,
@@ -181,7 +193,7 @@ class Supervisor:
         with open(private_file(log_path), "ab") as log:
             proc = subprocess.Popen(
                 cmd,
-                env=self.worker_env(worker_id),
+                env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -205,6 +217,8 @@ class Supervisor:
         """Workers whose process has exited since the last call, with the exit code."""
         gone = []
         now = time.time()
+        if self.templates is not None:
+            self.templates.ensure()  # a spare for the next worker, once this one has started
         for wid, wp in list(self.procs.items()):
             code = wp.proc.poll()
             if code is None:
@@ -219,6 +233,9 @@ class Supervisor:
         return gone
 
     def stop_all(self, timeout: float) -> None:
+        """Stop every worker (and the spare: the emulator is closing)."""
+        if self.templates is not None:
+            self.templates.close()
         for wid in list(self.procs):
             self.retire(wid)
         deadline = time.time() + timeout
@@ -231,6 +248,41 @@ class Supervisor:
             if wp.container is not None:
                 _remove(wp.container)
         self.procs.clear()
+
+
+def inherited_env() -> dict[str, str]:
+    """What a worker of a mapped image inherits: the emulator's environment, its interpreter
+    first on PATH."""
+    # RPREMOTE_STORE too: the store a worker uses is the one its endpoint's spec names
+    # (the client puts it there), never one the emulator happened to inherit from the
+    # process that started it -- that process's store may not be this endpoint's.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RUNPOD_") and k != "RPREMOTE_STORE"}
+    # `python` in a worker command means the emulator's own interpreter (its venv).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def emulator_worker_env(base_url: str, blob_dir: Path) -> dict[str, str]:
+    """The environment of a worker of a mapped image before its endpoint's settings."""
+    env = inherited_env()
+    # The emulator's offload store: its directory when the worker can open it, else HTTP
+    # with the worker's own key (rpremote.blobs.store_from_env).
+    env["RPREMOTE_BLOB_DIR"] = str(blob_dir)
+    env["RPREMOTE_BLOB_URL"] = f"{base_url}/rpremote/v1/blobs"
+    return env
+
+
+def start_worker_template(state_dir: Path, timings: EmulatorTimings
+                          ) -> "worker_template.TemplatePool | None":
+    """This emulator's pool of spare executor workers, its first spare started now (the
+    emulator calls it first thing, so that its first worker finds the imports done). The
+    spare's environment is what every executor worker's shares; the ``RPREMOTE_*`` and
+    ``RUNPOD_*`` settings of each (URLs, ids, store) are handed over with the worker."""
+    env = inherited_env()
+    env.pop("RPREMOTE_VOLUME_MOUNT", None)
+    env.update(HOME=str(private_dir(state_dir / "worker-home", top=state_dir)), PYTHONUNBUFFERED="1")
+    return worker_template.pool_for(state_dir, env, timings.worker_term_grace_s, UMASK)
 
 
 def containers_root(state_dir: Path) -> Path:
