@@ -188,7 +188,9 @@ def secret_source() -> tuple[bytes, Path | None]:
     if os.environ.get("RPREMOTE_SECRET"):
         return os.environ["RPREMOTE_SECRET"].encode(), None
     path = data_dir() / SECRET_FILE
-    if not path.exists():
+    try:
+        return _read_secret(path), path
+    except FileNotFoundError:
         private_dir(path.parent)  # 0700 (tightened if an older rpremote made it wider)
         # Write a private temp file, then link it into place: whoever links first wins and
         # nobody ever reads a half-written secret.
