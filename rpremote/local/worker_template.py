@@ -107,21 +107,28 @@ class TemplatePool:
         self.grace = grace
         self.umask = umask
         self.spare: Spare | None = None
-        self.taken_at = 0.0
+        self.next_start_at = 0.0
+        self.deaths = 0  # spares that died before they were taken, in a row
         self.closed = False
         self._lock = threading.Lock()
+        for left in spare_dir.glob("spare-*.log"):  # of an emulator that was killed
+            left.unlink(missing_ok=True)
 
     def ensure(self, now: float | None = None) -> None:
         """Start a spare if there is none (not within REFILL_DELAY_S of the last take)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            if self.closed or now - self.taken_at < REFILL_DELAY_S:
+            if self.closed or now < self.next_start_at:
                 return
             if self.spare is not None:
                 if self.spare.proc.poll() is None:
                     return
-                self.spare.stop()  # it died waiting (its log says why): try again
+                # It died waiting (a broken import?): workers start the usual way meanwhile.
+                self.spare.stop()
                 self.spare = None
+                self.deaths += 1
+                self.next_start_at = now + min(300.0, REFILL_DELAY_S * 4 ** self.deaths)
+                return
             self.spare = self._start()
 
     def take(self, env: dict[str, str], grace: float) -> Spare | None:
@@ -134,7 +141,8 @@ class TemplatePool:
             if spare.proc.poll() is not None:
                 spare.stop()
                 return None
-            self.taken_at = time.monotonic()
+            self.deaths = 0
+            self.next_start_at = time.monotonic() + REFILL_DELAY_S
             return spare
 
     def close(self) -> None:
