@@ -18,6 +18,7 @@ flight, and the map raises ``JobCancelled``.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -40,6 +41,29 @@ TARGET_JOB_S = 0.25
 MAX_BATCH = 4096
 FIRST_BATCH = 8
 ORDERS = ("input", "completed")
+
+
+MAX_THREADS = 256  # of all maps of a process together; each map keeps to its ``concurrency``
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    """The threads that follow map jobs, shared by the maps of this process: a map of tiny
+    items lasts a few milliseconds, and starting its threads each time was a tenth of that."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="rpremote-map")
+        return _pool
+
+
+def _forget_threads() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 class BatchSizer:
@@ -260,7 +284,7 @@ def run_map(
         return JobCancelled(f"the map of {rf.fn.__name__} on {endpoint} was cancelled after "
                             f"{progress.finished} of {total if total is not None else '?'} "
                             "items", None, rp.CANCELLED)
-    pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="rpremote-map")
+    pool = _threads()
     in_flight: dict[Future, int] = {}  # a batch's future -> its number of items
     next_start = 0
     ready: dict[int, Outcome] = {}  # a batch's first input index -> its outcome, awaiting its turn
@@ -327,7 +351,6 @@ def run_map(
         for job in list(live):
             if job.id and not job.done:
                 job.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
         progress.running = 0
         if on_finished:
             on_finished(progress, outcome_status)
