@@ -229,8 +229,11 @@ def serve(
     out.flush()
 
     logging.basicConfig(level=logging.INFO, format="[rpremote] %(message)s")
+    from .one_write import protocol_class
+
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+        http=protocol_class(),  # each answer in one write
     )
     server = _server_class()(config)
     server.engine = engine
