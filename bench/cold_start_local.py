@@ -17,7 +17,9 @@
 
 Medians of ``--n`` repetitions, each kind interleaved with the others. The ratio of 1 to 2 is
 the goal of issue 18 (<= 0.5); on a busy 2-core machine only ratios in one run mean much.
-Usage: .venv/bin/python bench/cold_start_local.py [--n 5] [--json bench/results/cold_start_local.json]
+``--no-spare`` runs the emulators without spare workers (``RPREMOTE_WORKER_TEMPLATE=0``), to
+see what they are worth.
+Usage: .venv/bin/python bench/cold_start_local.py [--n 5] [--no-spare] [--json FILE]
 """
 
 from __future__ import annotations
@@ -107,9 +109,12 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
         pass
 
 
+EMULATOR_ENV: dict[str, str] = {}  # what the emulators the clients start inherit
+
+
 def client_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RPREMOTE_", "RUNPOD_"))}
-    env.update(RPREMOTE_HOME=str(home), RPREMOTE_TARGET="local")
+    env.update(RPREMOTE_HOME=str(home), RPREMOTE_TARGET="local", **EMULATOR_ENV)
     return env
 
 
@@ -231,9 +236,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-spare", action="store_true", help="RPREMOTE_WORKER_TEMPLATE=0")
     args = ap.parse_args()
+    if args.no_spare:
+        EMULATOR_ENV["RPREMOTE_WORKER_TEMPLATE"] = "0"
     print(f"cold start, local target, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"median of {args.n}", flush=True)
+          f"median of {args.n}{', no spare workers' if args.no_spare else ''}", flush=True)
     ours, sdk = [], []
     for i in range(args.n):  # interleaved: both see the same machine load
         ours.append(rpremote_cold())

@@ -176,7 +176,9 @@ class Supervisor:
             # a checkout of rpremote say, `python -c` would import).
             cwd = self.spec.cwd or str(container)
         env = self.worker_env(worker_id)
-        spare = self.templates.take(env, self.timings.worker_term_grace_s) if self.templates else None
+        spare = None
+        if self.templates is not None and (cwd is None or _same_dir(cwd, os.getcwd())):
+            spare = self.templates.take(env, self.timings.worker_term_grace_s)
         if spare is not None:
             try:
                 spare.assign(log_path, command, env, cwd)
@@ -328,6 +330,10 @@ def _emulator_bins() -> set[str]:
         if os.environ.get(var):
             bins.add(_norm(str(Path(os.environ[var]) / "bin")))
     return bins
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _remove(path: Path) -> None:
