@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .retries import Retries
 
 TARGET_JOB_S = 0.25
-MAX_BATCH = 4096
+MAX_BATCH = 8192
 FIRST_BATCH = 8
 ORDERS = ("input", "completed")
 
@@ -69,14 +69,17 @@ os.register_at_fork(after_in_child=_forget_threads)
 class BatchSizer:
     """How many items the next job gets.
 
-    With a known total, every lane gets at least one job (``cap``), so big batches never
-    starve a worker, and the first jobs go out at that size. An input of unknown length starts
-    small. Either way the size then follows the measured time per item toward ``TARGET_JOB_S``.
+    With a known total, every worker gets a job (``cap``): one round of jobs when the items
+    are quick (each job costs a few milliseconds of every process's time, so a map of tiny
+    items is fastest in as few jobs as there are workers), and big batches never starve a
+    worker. An input of unknown length starts small. Either way the size then follows the
+    measured time per item toward ``TARGET_JOB_S``.
     """
 
-    def __init__(self, fixed: int | None, total: int | None, lanes: int):
+    def __init__(self, fixed: int | None, total: int | None, workers: int):
         self.fixed = fixed
-        self.cap = MAX_BATCH if total is None else max(1, min(MAX_BATCH, math.ceil(total / lanes)))
+        self.cap = (MAX_BATCH if total is None
+                    else max(1, min(MAX_BATCH, math.ceil(total / workers))))
         self.size = self.cap if total is not None else FIRST_BATCH
 
     def next_size(self) -> int:
@@ -208,7 +211,7 @@ def run_map(
     policy = rf.policy
     retries = rf.retries
     name = f"{rf.fn.__module__}.{rf.fn.__qualname__}"
-    sizer = BatchSizer(batch_size, total, lanes)
+    sizer = BatchSizer(batch_size, total, min(lanes, rf.resources.workers_max))
     source = iter(items)
 
     def run_job(batch: list[Any], start: int) -> tuple[Outcome, Job]:
