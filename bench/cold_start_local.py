@@ -3,11 +3,12 @@
 1. ``@remote`` from nothing: a fresh ``python -c`` process with a fresh ``RPREMOTE_HOME`` and no
    emulator running calls ``f(1)``; from process start to its result. The client starts the
    emulator, the emulator starts a worker, the worker takes the call. Broken down with the
-   client's own timestamps and the job's journal row (submitted, taken, finished):
-   ``import`` = interpreter + ``import rpremote``; ``emulator`` = until the started emulator
-   answers; ``submit`` = endpoint made + the call sent; ``worker`` = queued until a worker took
-   it (its start: the emulator spawns it on the submit); ``run`` = taken to done; ``back`` =
-   done to the value in the caller. The emulator is stopped by the pid in its ``server.json``.
+   client's own timestamps and the job's times as the emulator reports them:
+   ``import`` = interpreter + ``import rpremote``; ``emulator`` = until the emulator it started
+   answers; ``worker`` = the job's queue time (delayTime: the emulator spawns the worker on
+   the submit, so this is the worker's start until its first job-take); ``run`` = its
+   executionTime; ``other`` = the rest (endpoint made, pickling, the requests and answers).
+   The emulator is stopped by the pid in its ``server.json``.
 2. The SDK's dev server, ``python bench/handlers/trivial.py --rp_serve_api``: from process start
    to its first successful ``/runsync`` answer (stopped by its pid).
 3. A new worker on an existing endpoint (``workers=(0, 1)``, ``idle_timeout=1``): the worker
@@ -28,7 +29,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,14 +51,20 @@ CLIENT = textwrap.dedent("""
     import time
     import rpremote
     t_import = time.time()
+    from rpremote.api import RemoteFunction
     from rpremote.client import local as _local
     _connect = _local.LocalEmulator.connect.__func__
-    stamps = {}
+    stamps, jobs = {}, []
     def connect(cls, *a, **k):
         found = _connect(cls, *a, **k)
         stamps.setdefault("up", time.time())
         return found
     _local.LocalEmulator.connect = classmethod(connect)
+    _submit = RemoteFunction._submit
+    def submit(self, *a, **k):
+        jobs.append(_submit(self, *a, **k))
+        return jobs[-1]
+    RemoteFunction._submit = submit
 
     @rpremote.remote
     def f(x):
@@ -67,19 +73,9 @@ CLIENT = textwrap.dedent("""
     assert f(1) == 2
     t_result = time.time()
     import json
-    print(json.dumps({"import": t_import, "up": stamps.get("up"), "result": t_result}))
+    print(json.dumps({"import": t_import, "up": stamps.get("up"), "result": t_result,
+                      "delay": jobs[-1].delay_time, "execution": jobs[-1].execution_time}))
 """)
-
-
-def journal_row(home: Path) -> dict:
-    """The newest job of this RPREMOTE_HOME's journal."""
-    db = sqlite3.connect(home / "jobs.sqlite3")
-    try:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM jobs ORDER BY submitted_at DESC LIMIT 1").fetchone()
-        return dict(row)
-    finally:
-        db.close()
 
 
 def stop_emulator(home: Path) -> None:
@@ -128,16 +124,11 @@ def rpremote_cold() -> dict[str, float]:
             if out.returncode:
                 raise SystemExit(f"the client failed:\n{out.stdout}\n{out.stderr}")
             s = json.loads(out.stdout.strip().splitlines()[-1])
-            job = journal_row(home)
         finally:
             stop_emulator(home)
-    sub, taken, done = job["submitted_at"], job["started_at"], job["finished_at"]
     row = {"total": s["result"] - t0, "import": s["import"] - t0, "emulator": s["up"] - s["import"],
-           "submit": sub - s["up"]}
-    if taken and done:
-        row.update(worker=taken - sub, run=done - taken, back=s["result"] - done)
-    elif job.get("delay_ms") is not None:
-        row.update(worker=job["delay_ms"] / 1000)
+           "worker": s["delay"], "run": s["execution"]}
+    row["other"] = row["total"] - sum(row[k] or 0 for k in ("import", "emulator", "worker", "run"))
     return row
 
 
@@ -171,16 +162,22 @@ def sdk_dev_server() -> dict[str, float]:
 
 
 NEW_WORKER = textwrap.dedent("""
-    import json, sqlite3, sys, time
-    import httpx
+    import json, sys, time
     import rpremote
+    from rpremote.api import RemoteFunction
     from rpremote.client.local import LocalEmulator
+
+    jobs = []
+    _submit = RemoteFunction._submit
+    def submit(self, *a, **k):
+        jobs.append(_submit(self, *a, **k))
+        return jobs[-1]
+    RemoteFunction._submit = submit
 
     @rpremote.remote(workers=(0, 1), idle_timeout=1)
     def g(x):
         return x + 1
 
-    home = sys.argv[1]
     n = int(sys.argv[2])
     assert g(1) == 2  # the emulator and the endpoint exist from here on
     emu = LocalEmulator.connect()
@@ -199,12 +196,10 @@ NEW_WORKER = textwrap.dedent("""
         t0 = time.time()
         assert g(1) == 2
         cold = time.time() - t0
-        db = sqlite3.connect(home + "/jobs.sqlite3")
-        delay_ms, = db.execute("SELECT delay_ms FROM jobs ORDER BY submitted_at DESC LIMIT 1").fetchone()
-        db.close()
+        take = jobs[-1].delay_time
         t0 = time.time()
         assert g(1) == 2
-        rows.append({"take": delay_ms / 1000, "result": cold, "warm": time.time() - t0})
+        rows.append({"take": take, "result": cold, "warm": time.time() - t0})
     print(json.dumps(rows))
 """)
 
@@ -250,7 +245,7 @@ def main() -> None:
               f"SDK dev server {sdk[-1]['total'] * 1000:.0f} ms", flush=True)
     scale = new_worker(args.n)
 
-    keys = ["total", "import", "emulator", "submit", "worker", "run", "back"]
+    keys = ["total", "import", "emulator", "worker", "run", "other"]
     print(f"\n{'':34s}" + "".join(f"{k:>9s}" for k in keys) + "   (ms)")
     print(f"{'@remote f(1) from nothing':34s}" + "".join(f" {ms(median(ours, k))}" for k in keys))
     print(f"{'SDK --rp_serve_api first /runsync':34s} {ms(median(sdk, 'total'))}")
