@@ -23,22 +23,28 @@ import dataclasses
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config
-from ..blobs import DirectoryStore, HttpStore, Shipper
 from ..errors import ConfigError
 from ..resources import Resources
 from . import stores
 from .local import LocalEmulator
-from .queue import QueueClient
+
+if TYPE_CHECKING:
+    from ..blobs import DirectoryStore, HttpStore, Shipper
 
 
 class LocalTarget:
     name = "local"
 
     def __init__(self) -> None:
+        # The queue client and the stores are imported after the emulator is found: when
+        # one has to be started, they load while it starts (``local._load_the_client``).
         self.emulator = LocalEmulator.connect()
+        from ..blobs import Shipper
+        from .queue import QueueClient
+
         self.queue = QueueClient(self.emulator.url, self.emulator.key,
                                  where=f"the local emulator (pid {self.emulator.pid})",
                                  alive=self.emulator.alive, lean=True)
@@ -56,12 +62,16 @@ class LocalTarget:
             return self._own_blobs
         shipper = self._shippers.get(id(store))
         if shipper is None:
+            from ..blobs import Shipper
+
             shipper = self._shippers.setdefault(id(store), Shipper(store))
         return shipper
 
     def _blob_store(self) -> DirectoryStore | HttpStore:
         """The emulator's offload store: its directory when this process can write it (the
         same machine; ~memory speed), else over HTTP (``RPREMOTE_BLOB_TRANSPORT=http`` forces)."""
+        from ..blobs import DirectoryStore, HttpStore
+
         info = self.emulator.info()
         where = info.get("blobs") or {}
         directory = where.get("dir")

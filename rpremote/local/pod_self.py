@@ -21,8 +21,6 @@ import subprocess
 import time
 from typing import Callable
 
-import httpx
-
 from .. import platform as rp
 
 log = logging.getLogger("rpremote")
@@ -60,6 +58,8 @@ def _api(verb: str, pod: str, tried: list[str]) -> bool:
     base = (os.environ.get(API_SETTING) or rp.REST_V2_BASE_URL).rstrip("/")
     method, path, body = (("POST", f"/v2/pods/{pod}/action", {"action": "stop"}) if verb == "stop"
                           else ("DELETE", f"/v2/pods/{pod}", None))
+    import httpx  # (only a Pod that stops itself needs it: the emulator starts without it)
+
     try:
         r = httpx.request(method, base + path, json=body, timeout=30,
                           headers={"Authorization": f"Bearer {key}"})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .. import platform as rp
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("rpremote.emulator")
 
@@ -26,6 +27,8 @@ class Webhooks:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, url: str, body: dict[str, Any]) -> None:
+        import httpx  # (loaded on first use: the emulator starts without it)
+
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=10.0)
         for attempt in range(1 + self.retries):

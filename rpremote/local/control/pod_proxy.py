@@ -24,13 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import httpx
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .plane import POD, ControlPlane
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("rpremote.emulator")
 PREFIX = "/pod-proxy"
@@ -60,6 +64,8 @@ class _Relay(Response):
         self.background = None
 
     async def _relay(self, send: Send) -> bool:
+        import httpx  # (loaded on first use: the emulator starts without it)
+
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})
         try:
@@ -96,6 +102,8 @@ def proxy_routes(cp: ControlPlane) -> list[Route]:
     clients: list[httpx.AsyncClient] = []
 
     def client() -> httpx.AsyncClient:
+        import httpx  # (loaded on first use: the emulator starts without it)
+
         if not clients:
             clients.append(httpx.AsyncClient(
                 timeout=httpx.Timeout(timeout, connect=5.0), follow_redirects=False,
@@ -111,6 +119,8 @@ def proxy_routes(cp: ControlPlane) -> list[Route]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
 
     async def endpoint(request: Request) -> Response:
+        import httpx  # (loaded on first use: the emulator starts without it)
+
         cp.engine.last_client_request = time.monotonic()  # a Pod in use keeps the server up
         target = request.path_params["target"]
         pod_id, sep, port = target.rpartition("-")
