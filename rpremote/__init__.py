@@ -6,7 +6,8 @@ httpx (the HTTP side loads on the first remote call).
 
 __version__ = "0.1.0"
 
-from .api import RemoteFunction, remote  # noqa: E402
+from typing import TYPE_CHECKING
+
 from .config import configure  # noqa: E402
 from .retries import Retries  # noqa: E402
 from .progress_updates import Progress, progress  # noqa: E402
@@ -25,10 +26,20 @@ def load_ipython_extension(ipython) -> None:
     load(ipython)
 
 
+if TYPE_CHECKING:
+    from .api import RemoteFunction, remote
+    from .job import Job
+
+
 def __getattr__(name: str):
-    if name == "Job":  # imported on first use: it brings cloudpickle
+    # Imported on first use: ``Job`` brings cloudpickle, ``remote`` the capture and resource
+    # checks (~45 ms), which the emulator and the workers, importing this package, never use.
+    if name == "Job":
         from .job import Job
         return Job
+    if name in ("remote", "RemoteFunction"):
+        from . import api
+        return getattr(api, name)
     raise AttributeError(f"module 'rpremote' has no attribute {name!r}")
 
 
