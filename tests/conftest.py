@@ -324,3 +324,14 @@ def s3_server(tmp_path_factory):
         yield server
     finally:
         stop_pid(server.pid)
+
+
+@pytest.fixture
+def reporter():
+    """A ``RecordingReporter`` as this process's reporter, for the test's length."""
+    from rpremote import config
+
+    rec = RecordingReporter()
+    config.configure(reporter=rec)
+    yield rec
+    config.reset()

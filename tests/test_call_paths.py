@@ -11,12 +11,10 @@ import time
 import httpx
 import pytest
 
-from rpremote import config, remote
+from rpremote import remote
 from rpremote.client import targets
 from rpremote.client.loopback import LoopbackSender, is_loopback_http
 from rpremote.client.queue import QueueClient
-
-from conftest import RecordingReporter
 
 pytestmark = pytest.mark.usefixtures("rpremote_home")
 
@@ -33,14 +31,6 @@ def sent(monkeypatch):
 
     monkeypatch.setattr(QueueClient, "_send", recording)
     return requests
-
-
-@pytest.fixture
-def reporter():
-    rec = RecordingReporter()
-    config.configure(reporter=rec)
-    yield rec
-    config.reset()
 
 
 @remote(workers=(0, 1), idle_timeout=60)

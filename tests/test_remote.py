@@ -25,17 +25,7 @@ from rpremote.errors import (
 )
 from rpremote.job import decode_result
 
-from conftest import RecordingReporter
-
 pytestmark = pytest.mark.usefixtures("rpremote_home")
-
-
-@pytest.fixture
-def reporter():
-    rec = RecordingReporter()
-    config.configure(reporter=rec)
-    yield rec
-    config.reset()
 
 
 # Functions below live in a module that is not an installed package, so they travel by value.
