@@ -43,8 +43,17 @@ class LatencyProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """Stop listening and end every relayed connection before the loop stops."""
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def reset(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -53,13 +62,13 @@ class LatencyProxy:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
+        self._server = self._loop.run_until_complete(
             asyncio.start_server(self._connection, "127.0.0.1", self.port))
         ready.set()
         try:
             self._loop.run_forever()
         finally:
-            server.close()
+            self._loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         try:
@@ -67,9 +76,12 @@ class LatencyProxy:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer, count=True),
-                             self._pipe(up_reader, writer, count=False),
-                             return_exceptions=True)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, count=True),
+                                 self._pipe(up_reader, writer, count=False),
+                                 return_exceptions=True)
+        except asyncio.CancelledError:
+            writer.close()  # the proxy is stopping (a handler must not end cancelled in 3.11)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     count: bool) -> None:
