@@ -41,7 +41,7 @@ import httpx
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from emulator_latency import TRIVIAL, free_port  # noqa: E402
+from emulator_latency import free_port, start_sdk_dev_server  # noqa: E402
 
 ROOT = HERE.parent
 
@@ -134,15 +134,9 @@ def rpremote_cold() -> dict[str, float]:
 
 def sdk_dev_server() -> dict[str, float]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     with tempfile.TemporaryDirectory(prefix="rp-serve-api-") as tmp:
-        env.update(RUNPOD_LOG_LEVEL="ERROR", HOME=tmp)
         t0 = time.time()
-        proc = subprocess.Popen(
-            [sys.executable, str(TRIVIAL), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-             "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        proc = start_sdk_dev_server(port, tmp)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
                 while True:

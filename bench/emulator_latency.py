@@ -148,15 +148,20 @@ def emulator_minimal_worker(n: int) -> dict:
             proc.wait(30)
 
 
-def sdk_serve_api(n: int) -> dict:
-    port = free_port()
+def start_sdk_dev_server(port: int, home: str) -> subprocess.Popen:
+    """``trivial.py --rp_serve_api`` on 127.0.0.1:``port`` (the caller stops it by its pid)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-    env.update(RUNPOD_LOG_LEVEL="ERROR", HOME=tempfile.mkdtemp())
-    proc = subprocess.Popen(
+    env.update(RUNPOD_LOG_LEVEL="ERROR", HOME=home)
+    return subprocess.Popen(
         [sys.executable, str(TRIVIAL), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
          "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+
+def sdk_serve_api(n: int) -> dict:
+    port = free_port()
+    proc = start_sdk_dev_server(port, tempfile.mkdtemp())
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
             while True:
