@@ -1,6 +1,7 @@
 """Warm trivial-call latency, in one run: @remote on the local target vs its peers.
 
-1. ``@remote`` (local target: auto-started emulator + a real runpod-SDK executor worker), warm;
+1. ``@remote`` (local target: auto-started emulator + a real runpod-SDK executor worker), warm,
+   with the CPU each process spends per call (client, emulator, worker: where the time goes);
 2. ``ProcessPoolExecutor(1).submit(f).result()``;
 3. ipyparallel ``DirectView.apply_sync`` with one engine (``pip install ipyparallel``).
 
@@ -47,7 +48,42 @@ def bench_remote(n: int) -> dict[str, float]:
     from rpremote import remote
 
     f = remote(workers=(1, 1), idle_timeout=60)(trivial)
-    return timed(lambda: f(1), n)
+    result = timed(lambda: f(1), n)
+    result["cpu_ms_per_call"] = cpu_per_call(lambda: f(1), n)
+    return result
+
+
+def cpu_per_call(call, n: int) -> dict[str, float]:
+    """Where a warm call's time goes: the CPU each process spends per call (this client, all
+    its threads; the emulator; its workers), from /proc over ``n`` more calls."""
+    from rpremote.client import targets
+
+    emulator = targets.current().emulator.pid
+    procs = {"client": [os.getpid()], "emulator": [emulator], "worker": _descendants(emulator)}
+    before = {name: sum(map(_cpu_s, pids)) for name, pids in procs.items()}
+    for _ in range(n):
+        call()
+    return {name: round((sum(map(_cpu_s, pids)) - before[name]) / n * 1000, 3)
+            for name, pids in procs.items()}
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return [p for c in children for p in (c, *_descendants(c))]
 
 
 def bench_process_pool(n: int) -> dict[str, float]:
@@ -92,6 +128,9 @@ def main() -> None:
     for name, r in results.items():
         if isinstance(r, dict):
             print(f"  {name:42s} p50 {r['p50_ms']:8.3f} ms   p99 {r['p99_ms']:8.3f} ms")
+            if "cpu_ms_per_call" in r:
+                print("  " + " " * 42 + " CPU per call: " + ", ".join(
+                    f"{k} {v:.2f} ms" for k, v in r["cpu_ms_per_call"].items()))
         else:
             print(f"  {name:42s} {r}")
     if args.json:
