@@ -333,6 +333,7 @@ class _AfterTheCall:
         self._done = threading.Condition()
         self._pending = 0
         self._thread: threading.Thread | None = None
+        self._warned = False
 
     def __call__(self, write: "Callable[[], None]") -> None:
         with self._done:
@@ -348,9 +349,11 @@ class _AfterTheCall:
             write = self._queue.get()
             try:
                 write()
-            except Exception as e:  # never the caller's problem; say it once per kind
-                _warn_once(f"rpremote: a job's journal row was not written ({type(e).__name__}: "
-                           f"{e})")
+            except Exception as e:  # never the caller's problem; said once
+                if not self._warned:
+                    self._warned = True
+                    print(f"rpremote: a job's journal row was not written ({type(e).__name__}: "
+                          f"{e})", file=sys.stderr, flush=True)
             finally:
                 with self._done:
                     self._pending -= 1
@@ -374,16 +377,6 @@ class _AfterTheCall:
 _after_the_call = _AfterTheCall()
 atexit.register(_after_the_call.drain)
 os.register_at_fork(after_in_child=_after_the_call.forget)
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    kind = message.split("(", 1)[-1].split(":", 1)[0]
-    if kind not in _warned:
-        _warned.add(kind)
-        print(message, file=sys.stderr, flush=True)
-
-
 _journals: dict[Path, Journal] = {}
 _journals_lock = threading.Lock()
 

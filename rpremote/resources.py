@@ -96,16 +96,13 @@ class Resources:
     idle_timeout: int
     env: tuple[tuple[str, str], ...]
 
-    @property
+    @functools.cached_property  # asked on every call; a frozen instance's answer never changes
     def endpoint_name(self) -> str:
         """``rpremote-<slug>-<8 hex>``: the same settings always give the same endpoint.
 
         The hash covers every field, so changing any setting moves to a fresh endpoint instead
         of silently reconfiguring one another function may be using.
         """
-        return _endpoint_name(self)
-
-    def _name(self) -> str:
         canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
         slug = "cpu"
@@ -213,9 +210,3 @@ def make_resources(
                           f"got {idle_timeout!r}")
     return Resources(gpu=gpus, gpu_count=gpu_count, workers_min=lo, workers_max=hi,
                      idle_timeout=idle_timeout, env=_env(env))
-
-
-@functools.lru_cache(maxsize=256)
-def _endpoint_name(resources: Resources) -> str:
-    """``Resources.endpoint_name``, worked out once per settings (it is asked on every call)."""
-    return resources._name()
