@@ -78,7 +78,9 @@ def test_the_local_target_uses_the_lean_sender():
     assert target.queue._lean is not None
     assert is_loopback_http("http://127.0.0.1:8000") and is_loopback_http("http://localhost:1")
     assert not is_loopback_http("https://127.0.0.1:8000")
+    assert is_loopback_http("http://[::1]:8000")
     assert not is_loopback_http("http://api.runpod.ai/v2")
+    assert not is_loopback_http("http://127.example.com/")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

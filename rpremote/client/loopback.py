@@ -17,6 +17,7 @@ server wakes once per request.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json as jsonlib
 import select
 import socket
@@ -128,9 +129,14 @@ class LoopbackSender:
 def is_loopback_http(url: str) -> bool:
     """Whether ``url`` is plain http to this machine (127.0.0.0/8, ::1, localhost)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    return parts.scheme == "http" and (host == "localhost" or host == "::1"
-                                       or host.startswith("127."))
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:  # a name, such as 127.example.com: not this machine
+        return False
 
 
 def _readable(sock: socket.socket | None) -> bool:
